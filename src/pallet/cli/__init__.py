@@ -1,0 +1,1 @@
+"""The ``pallet`` command line: argument parsing and rendering only."""

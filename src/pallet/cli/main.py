@@ -1,0 +1,173 @@
+"""``pallet``: the engine's command line. It parses, calls the library, and renders; nothing else.
+
+Start-up cost matters (``pallet run`` is benchmarked against podman), so only the module that
+owns the verb being run is imported. Each CLI module exposes ``register(subparsers, verb)``,
+which adds the parser for ``verb`` and sets ``func`` to a handler ``(args, ctx) -> int | None``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pallet.errors import PalletError, UsageError
+
+# verb -> module that registers it. Groups (image, container, network ...) register their own subverbs.
+COMMANDS: dict[str, str] = {
+    # images (issue: foundation and images)
+    "pull": "pallet.cli.images",
+    "push": "pallet.cli.images",
+    "images": "pallet.cli.images",
+    "tag": "pallet.cli.images",
+    "rmi": "pallet.cli.images",
+    "history": "pallet.cli.images",
+    "save": "pallet.cli.images",
+    "load": "pallet.cli.images",
+    "import": "pallet.cli.images",
+    "login": "pallet.cli.images",
+    "logout": "pallet.cli.images",
+    "image": "pallet.cli.images",
+    "inspect": "pallet.cli.inspect",
+    # registry server
+    "registry": "pallet.cli.registry",
+    # containers (engine)
+    "run": "pallet.cli.containers",
+    "create": "pallet.cli.containers",
+    "start": "pallet.cli.containers",
+    "stop": "pallet.cli.containers",
+    "kill": "pallet.cli.containers",
+    "restart": "pallet.cli.containers",
+    "rm": "pallet.cli.containers",
+    "ps": "pallet.cli.containers",
+    "logs": "pallet.cli.containers",
+    "exec": "pallet.cli.containers",
+    "wait": "pallet.cli.containers",
+    "attach": "pallet.cli.containers",
+    "cp": "pallet.cli.containers",
+    "top": "pallet.cli.containers",
+    "stats": "pallet.cli.containers",
+    "port": "pallet.cli.containers",
+    "rename": "pallet.cli.containers",
+    "pause": "pallet.cli.containers",
+    "unpause": "pallet.cli.containers",
+    "commit": "pallet.cli.containers",
+    "export": "pallet.cli.containers",
+    "container": "pallet.cli.containers",
+    "volume": "pallet.cli.volumes",
+    "network": "pallet.cli.network",
+    "system": "pallet.cli.system",
+    "info": "pallet.cli.system",
+    "version": "pallet.cli.system",
+}
+
+_GLOBAL_WITH_VALUE = {"--root", "--runroot", "--log-level", "--storage-driver", "--registries-conf",
+                      "--runtime"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with docker's exit status for bad usage (125) instead of 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser(verbs: list[str]) -> Parser:
+    parser = Parser(prog="pallet", description="Manage images, containers and registries, with no daemon.")
+    parser.add_argument("--root", type=Path, help="storage root (default /var/lib/pallet, $PALLET_ROOT)")
+    parser.add_argument("--runroot", type=Path, help="runtime state (default /run/pallet, $PALLET_RUNROOT)")
+    parser.add_argument("--storage-driver", help="graph driver: overlay, vfs, fuse-overlayfs")
+    parser.add_argument("--registries-conf", type=Path, help="registries.conf to use instead of the system's")
+    parser.add_argument("--runtime", help="OCI runtime for containers (default pallet-runtime)")
+    parser.add_argument("--log-level", default=os.environ.get("PALLET_LOG_LEVEL", "warning"),
+                        choices=["debug", "info", "warning", "warn", "error", "critical"],
+                        help="log messages at and above this level (default warning)")
+    parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for verb in verbs:
+        importlib.import_module(COMMANDS[verb]).register(sub, verb)
+    return parser
+
+
+def _find_verb(argv: list[str]) -> str | None:
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in _GLOBAL_WITH_VALUE:
+            skip = True
+            continue
+        if arg.startswith("-"):
+            continue
+        return arg
+    return None
+
+
+def _available(verbs: list[str]) -> list[str]:
+    """Verbs whose module exists (components land one by one)."""
+    out = []
+    for verb in verbs:
+        try:
+            importlib.import_module(COMMANDS[verb])
+        except ModuleNotFoundError as e:
+            if e.name != COMMANDS[verb]:
+                raise
+            continue
+        out.append(verb)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    verb = _find_verb(argv)
+    try:
+        if verb in COMMANDS:
+            verbs = [verb] if _available([verb]) else []
+            if not verbs:
+                raise UsageError(f"pallet: '{verb}' is not available in this build")
+        elif verb is None or verb == "help":
+            verbs = _available(list(COMMANDS))
+        else:
+            raise UsageError(f"pallet: unknown command {verb!r}; see 'pallet --help'")
+        parser = build_parser(verbs)
+        args = parser.parse_args(argv if verb != "help" else ["--help"])
+        if args.version:
+            from pallet import __version__
+
+            print(f"pallet version {__version__}")
+            return 0
+        level = "warning" if args.log_level == "warn" else args.log_level
+        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        func = getattr(args, "func", None)
+        if func is None:  # no verb, or a group (image, network ...) without its subverb: as podman
+            parser.print_help(sys.stderr)
+            raise UsageError("missing command; see 'pallet --help'")
+        from pallet.context import Context
+
+        ctx_args = {k: v for k, v in (("root", args.root), ("runroot", args.runroot),
+                                      ("storage_driver", args.storage_driver),
+                                      ("registries_conf", args.registries_conf),
+                                      ("runtime", args.runtime)) if v is not None}
+        ctx = Context(**ctx_args)
+        rc = func(args, ctx)
+        return int(rc or 0)
+    except PalletError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (pallet images | head): not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
