@@ -28,8 +28,8 @@ COMMANDS: dict[str, str] = {
     "save": "pallet.cli.images",
     "load": "pallet.cli.images",
     "import": "pallet.cli.images",
-    "login": "pallet.cli.images",
-    "logout": "pallet.cli.images",
+    "login": "pallet.cli.auth",
+    "logout": "pallet.cli.auth",
     "image": "pallet.cli.images",
     "inspect": "pallet.cli.inspect",
     # registry server
