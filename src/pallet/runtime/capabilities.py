@@ -1,6 +1,5 @@
 """Linux capabilities: the five sets of runtime-spec ``process.capabilities``.
 
-INTERFACE STUB: the lifecycle code calls exactly these; the security work fills them in.
 Order of use in the container's init: drop_bounding() while still root, then (after setuid with
 keep_caps) set_sets(), then set_ambient().
 """

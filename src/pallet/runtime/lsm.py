@@ -1,6 +1,5 @@
 """AppArmor and SELinux: applied when the host has them, a clear error when a config asks for one it lacks.
 
-INTERFACE STUB: the lifecycle code calls exactly these; the security work fills them in.
 """
 
 from __future__ import annotations
