@@ -1,1 +1,2 @@
-"""The OCI distribution API: a client (``pallet.registry.client``) and a server (``pallet.registry.server``)."""
+"""The OCI distribution API: a client (``pallet.registry.client``) and a server
+(``pallet.registry.server``)."""
