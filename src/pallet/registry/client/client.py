@@ -507,7 +507,7 @@ class RegistryClient:
         return True
 
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str | None = None) -> Digest:
-        """Push manifest bytes under a tag or their digest; returns the digest (checked with the registry's)."""
+        """Push manifest bytes under a tag or their digest; returns the digest the registry confirmed."""
         _check_reference(reference)
         if media_type is None:
             media_type = parse(raw).media_type
