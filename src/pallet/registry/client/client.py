@@ -166,6 +166,7 @@ class RegistryClient:
         self._base: str | None = None
         self._challenge: Challenge | None = None
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
         self._creds: dict[str, Credentials | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -241,9 +242,12 @@ class RegistryClient:
         """Contact the registry once (GET /v2/) to learn its scheme and how it wants to be authenticated."""
         if self._base is not None:
             return self._base
-        with self._lock:
+        with self._probe_lock:  # one probe, however many threads start at once
             if self._base is not None:
                 return self._base
+            return self._probe_with_retries()
+
+    def _probe_with_retries(self) -> str:
         last: RegistryClientError | None = None
         for attempt in range(self.retries + 1):
             try:
