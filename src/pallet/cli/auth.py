@@ -25,32 +25,55 @@ def parse_bool(text: str) -> bool:
 
 
 def add_tls_flags(p: argparse.ArgumentParser, cert_dir: bool = True) -> None:
-    p.add_argument("--tls-verify", nargs="?", const=True, default=None, type=parse_bool, metavar="BOOL",
-                   help="require HTTPS and verify certificates (default: yes, except loopback and "
-                        "registries.conf insecure registries)")
+    p.add_argument(
+        "--tls-verify",
+        nargs="?",
+        const=True,
+        default=None,
+        type=parse_bool,
+        metavar="BOOL",
+        help="require HTTPS and verify certificates (default: yes, except loopback and "
+        "registries.conf insecure registries)",
+    )
     if cert_dir:
-        p.add_argument("--cert-dir", metavar="DIR",
-                       help="use the certificates in DIR (*.crt CAs, *.cert/*.key client pair)")
+        p.add_argument(
+            "--cert-dir",
+            metavar="DIR",
+            help="use the certificates in DIR (*.crt CAs, *.cert/*.key client pair)",
+        )
 
 
 def register(subparsers: Any, verb: str) -> None:
     if verb == "login":
-        p = subparsers.add_parser("login", help="log in to a container registry",
-                                  description="Log in to a registry; credentials are checked, then stored in "
-                                              "auth.json.")
+        p = subparsers.add_parser(
+            "login",
+            help="log in to a container registry",
+            description="Log in to a registry; credentials are checked, then stored in auth.json.",
+        )
         p.add_argument("-u", "--username", help="user name")
         p.add_argument("-p", "--password", help="password (prefer --password-stdin)")
         p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-        p.add_argument("--authfile", help="auth file to use (default ${XDG_RUNTIME_DIR}/containers/auth.json)")
+        p.add_argument(
+            "--authfile", help="auth file to use (default ${XDG_RUNTIME_DIR}/containers/auth.json)"
+        )
         p.add_argument("--get-login", action="store_true", help="print the user name logged in to REGISTRY")
         add_tls_flags(p)
-        p.add_argument("registry", nargs="?", metavar="REGISTRY",
-                       help="HOST[:PORT][/NAMESPACE] (default: the first unqualified-search registry)")
+        p.add_argument(
+            "registry",
+            nargs="?",
+            metavar="REGISTRY",
+            help="HOST[:PORT][/NAMESPACE] (default: the first unqualified-search registry)",
+        )
         p.set_defaults(func=login)
     elif verb == "logout":
-        p = subparsers.add_parser("logout", help="log out of a container registry",
-                                  description="Remove stored credentials for a registry.")
-        p.add_argument("--authfile", help="auth file to use (default ${XDG_RUNTIME_DIR}/containers/auth.json)")
+        p = subparsers.add_parser(
+            "logout",
+            help="log out of a container registry",
+            description="Remove stored credentials for a registry.",
+        )
+        p.add_argument(
+            "--authfile", help="auth file to use (default ${XDG_RUNTIME_DIR}/containers/auth.json)"
+        )
         p.add_argument("-a", "--all", action="store_true", help="remove the credentials of every registry")
         p.add_argument("registry", nargs="?", metavar="REGISTRY", help="HOST[:PORT][/NAMESPACE]")
         p.set_defaults(func=logout)
@@ -144,8 +167,10 @@ def logout(args: argparse.Namespace, ctx: Context) -> int:
     except auth.NotLoggedIn:
         elsewhere = auth.lookup(key, ctx.with_(auth_file=None)) if ctx.auth_file is None else None
         if elsewhere:
-            raise auth.NotLoggedIn(f"not logged into {key} with pallet's auth file; existing credentials "
-                                   "come from another file (docker login?): log out with that tool") from None
+            raise auth.NotLoggedIn(
+                f"not logged into {key} with pallet's auth file; existing credentials "
+                "come from another file (docker login?): log out with that tool"
+            ) from None
         raise
     print(f"Removed login credentials for {key}")
     return 0

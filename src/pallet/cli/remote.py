@@ -16,9 +16,12 @@ def register_image_tags(image_subparsers: Any) -> None:
     """Add ``tags [--tls-verify] [--authfile] [--cert-dir] REPO`` to the ``image`` group."""
     from pallet.cli.auth import add_tls_flags
 
-    p = image_subparsers.add_parser("tags", help="list the tags of a repository in a registry",
-                                    description="List a repository's tags, one per line (short names are "
-                                                "resolved through registries.conf).")
+    p = image_subparsers.add_parser(
+        "tags",
+        help="list the tags of a repository in a registry",
+        description="List a repository's tags, one per line (short names are "
+        "resolved through registries.conf).",
+    )
     add_tls_flags(p)
     p.add_argument("--authfile", help="auth file to use (default ${XDG_RUNTIME_DIR}/containers/auth.json)")
     p.add_argument("repository", metavar="REPO", help="[REGISTRY/]NAME, without tag or digest")
@@ -35,7 +38,9 @@ def image_tags(args: argparse.Namespace, ctx: Context) -> int:
     ctx = _ctx(args, ctx)
     ref = parse(args.repository)
     if ref.tag or ref.digest:
-        raise UsageError(f"pallet image tags: {args.repository!r} must name a repository, without tag or digest")
+        raise UsageError(
+            f"pallet image tags: {args.repository!r} must name a repository, without tag or digest"
+        )
     conf = registries.load(ctx)
     candidates = conf.resolve(args.repository)
     if not candidates:

@@ -168,7 +168,7 @@ def _decode(entry: Any, key: str, path: Path) -> Credentials | None:
     user, password = "", ""
     if auth:
         try:
-            decoded = base64.b64decode(auth, validate=False).decode()
+            decoded = base64.b64decode(auth, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise ConfigError(f"auth file {path}: entry {key!r} has an invalid base64 'auth' field") from None
         user, sep, password = decoded.partition(":")

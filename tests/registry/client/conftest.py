@@ -35,23 +35,58 @@ def _openssl(*args: str) -> None:
 def make_ca(d: Path, name: str = "pallet-test-ca") -> tuple[Path, Path]:
     d.mkdir(parents=True, exist_ok=True)
     crt, key = d / f"{name}.crt", d / f"{name}.key"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-             "-keyout", str(key), "-out", str(crt), "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    )
     return crt, key
 
 
 def make_cert(ca: tuple[Path, Path], d: Path, name: str, *, client: bool = False) -> tuple[Path, Path]:
     """A leaf certificate signed by ``ca``: a server cert for 127.0.0.1, or a client cert."""
     crt, key, csr, ext = d / f"{name}.crt", d / f"{name}.key", d / f"{name}.csr", d / f"{name}.ext"
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr)
+    )
     if client:
         ext.write_text("extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n")
     else:
-        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-                       "keyUsage=digitalSignature,keyEncipherment\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
-             "-days", "2", "-out", str(crt), "-extfile", str(ext))
+        ext.write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+            "keyUsage=digitalSignature,keyEncipherment\n"
+        )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        str(crt),
+        "-extfile",
+        str(ext),
+    )
     return crt, key
 
 
@@ -98,18 +133,23 @@ def registry_with_client_certs(root: Path) -> Iterator[TLSRegistry]:
     client = make_cert(ca, root / "ca", "client", client=True)
     port = peers.free_port()
     cfg = root / "config.yml"
-    cfg.write_text("\n".join([
-        "version: 0.1",
-        "log: {level: error, accesslog: {disabled: true}}",
-        "storage:",
-        f"  filesystem: {{rootdirectory: {root / 'data'}}}",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-        "  tls:",
-        f"    certificate: {server[0]}",
-        f"    key: {server[1]}",
-        f"    clientcas: [{ca[0]}]",
-    ]) + "\n")
+    cfg.write_text(
+        "\n".join(
+            [
+                "version: 0.1",
+                "log: {level: error, accesslog: {disabled: true}}",
+                "storage:",
+                f"  filesystem: {{rootdirectory: {root / 'data'}}}",
+                "http:",
+                f"  addr: 127.0.0.1:{port}",
+                "  tls:",
+                f"    certificate: {server[0]}",
+                f"    key: {server[1]}",
+                f"    clientcas: [{ca[0]}]",
+            ]
+        )
+        + "\n"
+    )
     log = open(root / "registry.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -166,19 +206,26 @@ class TokenServer:
         return f"http://127.0.0.1:{self.port}/token"
 
     def sign(self, claims: dict) -> str:
-        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True,
-                             capture_output=True).stdout
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True, capture_output=True
+        ).stdout
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
-                             check=True, capture_output=True).stdout
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
         return f"{signing_input}.{_b64url(sig)}"
 
     def issue(self, query: dict[str, list[str]], authorization: str | None) -> tuple[int, dict]:
         account = ""
         if authorization:
             scheme, _, value = authorization.partition(" ")
-            user, _, pw = base64.b64decode(value).decode().partition(":") if scheme == "Basic" else ("", "", "")
+            user, _, pw = (
+                base64.b64decode(value).decode().partition(":") if scheme == "Basic" else ("", "", "")
+            )
             if (user, pw) != (self.user, self.password):
                 return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid credentials"}]}
             account = user
@@ -187,16 +234,30 @@ class TokenServer:
             for one in scope.split():
                 typ, _, rest = one.partition(":")
                 name, _, actions = rest.rpartition(":")
-                granted = actions.split(",") if account else [a for a in actions.split(",") if a == "pull"
-                                                                                    and name.startswith("public/")]
+                granted = (
+                    actions.split(",")
+                    if account
+                    else [a for a in actions.split(",") if a == "pull" and name.startswith("public/")]
+                )
                 access.append({"type": typ, "name": name, "actions": granted})
         now = int(time.time())
         offset = self.exp_offsets.pop(0) if self.exp_offsets else 0
-        claims = {"iss": self.issuer, "sub": account, "aud": self.service, "exp": now + self.expires_in + offset,
-                  "nbf": now - 10, "iat": now, "jti": f"{now}-{len(self.requests)}", "access": access}
+        claims = {
+            "iss": self.issuer,
+            "sub": account,
+            "aud": self.service,
+            "exp": now + self.expires_in + offset,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": f"{now}-{len(self.requests)}",
+            "access": access,
+        }
         self.requests.append({"query": query, "account": account})
-        return 200, {"token": self.sign(claims), "expires_in": self.expires_in,
-                     "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        return 200, {
+            "token": self.sign(claims),
+            "expires_in": self.expires_in,
+            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        }
 
 
 @contextlib.contextmanager
@@ -239,8 +300,21 @@ class TokenRegistry:
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
     root = tmp_path_factory.mktemp("token-registry")
     key, cert = root / "signer.key", root / "signer.crt"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pallet-token-signer",
-             "-keyout", str(key), "-out", str(cert))
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pallet-token-signer",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
     with serve_token_server(TokenServer(key, cert)) as ts:
         cfg = {"realm": ts.realm, "service": ts.service, "issuer": ts.issuer, "rootcertbundle": str(cert)}
         with peers.docker_registry(root / "reg", token=cfg) as addr:
@@ -280,8 +354,20 @@ class FaultServer:
                 if route is None and path == "/v2/":
                     return send(self, 200, b"{}")
                 if route is None:
-                    return send(self, 404, json.dumps({"errors": [{"code": "NAME_UNKNOWN", "message":
-                                                                   "repository name not known to registry"}]}).encode())
+                    return send(
+                        self,
+                        404,
+                        json.dumps(
+                            {
+                                "errors": [
+                                    {
+                                        "code": "NAME_UNKNOWN",
+                                        "message": "repository name not known to registry",
+                                    }
+                                ]
+                            }
+                        ).encode(),
+                    )
                 route(self, server)
 
             def do_GET(self) -> None:
@@ -302,8 +388,13 @@ class FaultServer:
         self.srv.server_close()
 
 
-def send(h: http.server.BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None,
-         content_type: str = "application/json") -> None:
+def send(
+    h: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> None:
     h.send_response(status)
     h.send_header("Content-Type", content_type)
     h.send_header("Content-Length", str(len(body)))

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.peer
 
 
 def push_layout(client: RegistryClient, repo: str, layout: Layout, tag: str = "latest", **kw) -> list[str]:
-    results = [client.upload_blob(repo, layout.blob(d.digest), d.digest, d.size, **kw) for d in layout.descriptors()]
+    results = [
+        client.upload_blob(repo, layout.blob(d.digest), d.digest, d.size, **kw) for d in layout.descriptors()
+    ]
     assert client.put_manifest(repo, tag, layout.manifest_raw, layout.media_type) == layout.manifest_digest
     return results
 
@@ -37,7 +39,9 @@ def skopeo_pull_digest(ref: str, dest: Path, *extra: str) -> str:
     return index["manifests"][0]["digest"]
 
 
-def test_plain_http_loopback_push_then_skopeo_pulls_intact(registry: str, small: Layout, tmp_path: Path) -> None:
+def test_plain_http_loopback_push_then_skopeo_pulls_intact(
+    registry: str, small: Layout, tmp_path: Path
+) -> None:
     with RegistryClient(registry) as c:
         assert push_layout(c, "ic/mono", small) == ["uploaded"] * len(small.descriptors())
         assert c.scheme == "http"
@@ -55,7 +59,9 @@ def test_chunked_push_is_what_skopeo_pulls(registry: str, small: Layout, tmp_pat
         assert biggest.size > 3 * 65536  # several PATCHes
         push_layout(c, "ic/chunked", small, chunk_size=65536)
     assert skopeo_pull_digest(f"{registry}/ic/chunked:latest", tmp_path / "out") == small.manifest_digest
-    assert (tmp_path / "out/blobs" / biggest.digest.replace(":", "/")).read_bytes() == small.blob(biggest.digest)
+    assert (tmp_path / "out/blobs" / biggest.digest.replace(":", "/")).read_bytes() == small.blob(
+        biggest.digest
+    )
 
 
 def test_streamed_file_upload_and_wrong_digest_refused(registry: str, small: Layout, tmp_path: Path) -> None:
@@ -77,8 +83,10 @@ def test_cross_repository_mount(registry: str, small: Layout) -> None:
     with RegistryClient(registry) as c:
         push_layout(c, "ic/mount-src", small)
         layer = small.manifest.layers[0]
-        assert c.upload_blob("ic/mount-dst", small.blob(layer.digest), layer.digest, mount_from="ic/mount-src") \
+        assert (
+            c.upload_blob("ic/mount-dst", small.blob(layer.digest), layer.digest, mount_from="ic/mount-src")
             == "mounted"
+        )
         assert c.blob_exists("ic/mount-dst", layer.digest)
 
 
@@ -89,7 +97,9 @@ def test_pull_what_skopeo_pushed(registry: str, small: Layout) -> None:
         assert index_digest is None
         assert c.head_manifest("ic/from-skopeo", "v1").digest == digest
         # skopeo may rewrite the manifest, but the layers it points to are the layout's
-        assert [layer.digest for layer in manifest.layers] == [layer.digest for layer in small.manifest.layers]
+        assert [layer.digest for layer in manifest.layers] == [
+            layer.digest for layer in small.manifest.layers
+        ]
         for d in [manifest.config, *manifest.layers]:
             with c.open_blob("ic/from-skopeo", d.digest, d.size) as r:
                 assert r.read() == small.blob(d.digest)
@@ -101,10 +111,16 @@ def test_pull_what_skopeo_pushed(registry: str, small: Layout) -> None:
 def test_index_platform_choice(registry: str, small: Layout) -> None:
     m = small.manifest
     entry = {"mediaType": small.media_type, "digest": small.manifest_digest, "size": len(small.manifest_raw)}
-    index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-        {**entry, "platform": {"os": "linux", "architecture": "amd64"}},
-        {**entry, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-    ]})
+    index = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {**entry, "platform": {"os": "linux", "architecture": "amd64"}},
+                {**entry, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            ],
+        }
+    )
     with RegistryClient(registry) as c:
         push_layout(c, "ic/multi", small, tag="single")
         index_digest = c.put_manifest("ic/multi", "latest", index, mt.OCI_INDEX)
@@ -167,11 +183,15 @@ def test_htpasswd_basic_auth(htpasswd_registry: str, small: Layout) -> None:
         c.check_login()
         push_layout(c, "ic/basic", small)
         assert list(c.tags("ic/basic")) == ["latest"]
-    with RegistryClient(htpasswd_registry, auth=Credentials(USER, "wrong")) as c, \
-            pytest.raises(AuthenticationError, match="invalid username/password"):
+    with (
+        RegistryClient(htpasswd_registry, auth=Credentials(USER, "wrong")) as c,
+        pytest.raises(AuthenticationError, match="invalid username/password"),
+    ):
         c.check_login()
-    with RegistryClient(htpasswd_registry, auth=Credentials(USER, "wrong")) as c, \
-            pytest.raises(AuthenticationError, match="invalid username/password"):
+    with (
+        RegistryClient(htpasswd_registry, auth=Credentials(USER, "wrong")) as c,
+        pytest.raises(AuthenticationError, match="invalid username/password"),
+    ):
         c.get_manifest("ic/basic", "latest")
     with RegistryClient(htpasswd_registry, auth=Credentials()) as c, pytest.raises(AuthenticationError):
         c.get_manifest("ic/basic", "latest")
@@ -202,11 +222,15 @@ def test_bearer_token_flow(token_registry, small: Layout) -> None:
     scopes = [s for r in ts.requests for s in r["query"].get("scope", [])]
     assert "repository:ic/token:pull,push" in scopes and "registry:catalog:*" in scopes
     assert all(r["query"].get("service") == [ts.service] for r in ts.requests)
-    with RegistryClient(token_registry.addr, auth=Credentials(USER, "nope")) as c, \
-            pytest.raises(AuthenticationError, match="invalid username/password"):
+    with (
+        RegistryClient(token_registry.addr, auth=Credentials(USER, "nope")) as c,
+        pytest.raises(AuthenticationError, match="invalid username/password"),
+    ):
         c.get_manifest("ic/token", "latest")
-    with RegistryClient(token_registry.addr, auth=Credentials()) as c, \
-            pytest.raises(AuthenticationError, match="authentication required"):
+    with (
+        RegistryClient(token_registry.addr, auth=Credentials()) as c,
+        pytest.raises(AuthenticationError, match="authentication required"),
+    ):
         c.get_manifest("ic/token", "latest")
 
 
@@ -245,16 +269,28 @@ def test_tls_with_certs_dir(tls_registry, small: Layout, tmp_path: Path) -> None
         push_layout(c, "ic/tls", small)
         assert c.scheme == "https"
     # without the CA: refused with a message that says what to do, and no silent fallback to HTTP
-    with RegistryClient(tls_registry.addr, Context(cert_dir=tmp_path)) as c, \
-            pytest.raises(RegistryUnavailable, match="not trusted.*certs.d"):
+    with (
+        RegistryClient(tls_registry.addr, Context(cert_dir=tmp_path)) as c,
+        pytest.raises(RegistryUnavailable, match=r"not trusted.*certs\.d"),
+    ):
         c.ping()
     # tls_verify=False: no verification (as podman --tls-verify=false)
     with RegistryClient(tls_registry.addr, Context(cert_dir=tmp_path), tls_verify=False) as c:
         assert c.get_manifest("ic/tls", "latest")[1] == small.manifest_digest
         assert c.scheme == "https"
     # skopeo, given the same CA directory, reads what we pushed
-    out = subprocess.run(["skopeo", "inspect", "--raw", "--cert-dir", str(tls_registry.ca_dir),
-                          f"docker://{tls_registry.addr}/ic/tls:latest"], capture_output=True, check=True)
+    out = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            str(tls_registry.ca_dir),
+            f"docker://{tls_registry.addr}/ic/tls:latest",
+        ],
+        capture_output=True,
+        check=True,
+    )
     assert Digest.of(out.stdout) == small.manifest_digest
 
 
@@ -273,5 +309,8 @@ def test_tls_client_certificate(tmp_path: Path, small: Layout) -> None:
         only_ca = tmp_path / "only-ca"
         only_ca.mkdir()
         (only_ca / "ca.crt").write_bytes((reg.ca_dir / "ca.crt").read_bytes())
-        with RegistryClient(reg.addr, Context(cert_dir=only_ca), retries=0) as c, pytest.raises(RegistryError):
+        with (
+            RegistryClient(reg.addr, Context(cert_dir=only_ca), retries=0) as c,
+            pytest.raises(RegistryError),
+        ):
             c.ping()

@@ -24,11 +24,14 @@ from pallet.registry.client import (
 )
 from tests.registry.client.conftest import FaultServer, send
 
-MANIFEST = json.dumps({
-    "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-    "config": {"mediaType": mt.OCI_CONFIG, "digest": str(Digest.of(b"{}")), "size": 2},
-    "layers": [],
-}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": str(Digest.of(b"{}")), "size": 2},
+        "layers": [],
+    }
+).encode()
 MANIFEST_DIGEST = Digest.of(MANIFEST)
 BLOB = bytes(range(256)) * 4096  # 1 MiB
 BLOB_DIGEST = Digest.of(BLOB)
@@ -46,11 +49,21 @@ def manifest_route(status_sequence: list[int], headers: dict[str, str] | None = 
     def route(h, server) -> None:
         status = next(calls, 200)
         if status == 200:
-            send(h, 200, body, {"Docker-Content-Digest": str(Digest.of(body)), **(headers or {})},
-                 content_type=mt.OCI_MANIFEST)
+            send(
+                h,
+                200,
+                body,
+                {"Docker-Content-Digest": str(Digest.of(body)), **(headers or {})},
+                content_type=mt.OCI_MANIFEST,
+            )
         else:
-            send(h, status, json.dumps({"errors": [{"code": "UNKNOWN", "message": f"boom {status}"}]}).encode(),
-                 headers)
+            send(
+                h,
+                status,
+                json.dumps({"errors": [{"code": "UNKNOWN", "message": f"boom {status}"}]}).encode(),
+                headers,
+            )
+
     return route
 
 
@@ -64,7 +77,10 @@ def test_retries_server_errors_then_succeeds(fault_server: FaultServer) -> None:
 
 def test_gives_up_after_retries_with_the_registry_message(fault_server: FaultServer) -> None:
     fault_server.routes[("GET", "/v2/r/manifests/t")] = manifest_route([500] * 10)
-    with client(fault_server, retries=2) as c, pytest.raises(RegistryUnavailable, match=r"boom 500 \(UNKNOWN\)"):
+    with (
+        client(fault_server, retries=2) as c,
+        pytest.raises(RegistryUnavailable, match=r"boom 500 \(UNKNOWN\)"),
+    ):
         c.get_manifest("r", "t")
     assert fault_server.hits["/v2/r/manifests/t"] == 3
 
@@ -101,6 +117,7 @@ def test_blob_that_stalls_mid_body_times_out(fault_server: FaultServer) -> None:
         h.wfile.write(BLOB[:1000])
         h.wfile.flush()
         server.stop.wait(30)
+
     fault_server.routes[("GET", f"/v2/r/blobs/{BLOB_DIGEST}")] = stall
     with client(fault_server, timeout=0.5, retries=1) as c, c.open_blob("r", BLOB_DIGEST, len(BLOB)) as r:
         start = time.monotonic()
@@ -113,8 +130,10 @@ def test_connection_refused_is_one_clear_line() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: refused
-        with RegistryClient(f"127.0.0.1:{port}", insecure=False, retries=1, backoff=0.01) as c, \
-                pytest.raises(RegistryUnavailable) as err:
+        with (
+            RegistryClient(f"127.0.0.1:{port}", insecure=False, retries=1, backoff=0.01) as c,
+            pytest.raises(RegistryUnavailable) as err,
+        ):
             c.ping()
     msg = str(err.value)
     assert "cannot reach registry 127.0.0.1" in msg and "refused" in msg.lower() and "\n" not in msg
@@ -142,6 +161,7 @@ def _dropping_blob(honour_range: bool, drops: int = 1):
             h.connection.shutdown(socket.SHUT_RDWR)
             return
         h.wfile.write(body)
+
     return route
 
 
@@ -168,12 +188,16 @@ def test_corrupt_blob_raises_and_withholds_the_end(fault_server: FaultServer) ->
 
     def route(h, server) -> None:
         send(h, 200, bytes(bad), content_type="application/octet-stream")
+
     fault_server.routes[("GET", f"/v2/r/blobs/{BLOB_DIGEST}")] = route
     seen = bytearray()
-    with client(fault_server) as c, c.open_blob("r", BLOB_DIGEST, len(BLOB), chunk_size=4096) as r:
-        with pytest.raises(DigestMismatch, match=f"{BLOB_DIGEST}: content hashes to"):
-            for chunk in r:
-                seen += chunk
+    with (
+        client(fault_server) as c,
+        c.open_blob("r", BLOB_DIGEST, len(BLOB), chunk_size=4096) as r,
+        pytest.raises(DigestMismatch, match=f"{BLOB_DIGEST}: content hashes to"),
+    ):
+        for chunk in r:
+            seen += chunk
     assert len(seen) < len(BLOB)  # the last bytes never reached the consumer
     with client(fault_server) as c, pytest.raises(DigestMismatch):
         c.get_blob("r", BLOB_DIGEST)
@@ -182,6 +206,7 @@ def test_corrupt_blob_raises_and_withholds_the_end(fault_server: FaultServer) ->
 def test_oversized_blob_is_cut_off(fault_server: FaultServer) -> None:
     def route(h, server) -> None:
         send(h, 200, BLOB + b"extra", content_type="application/octet-stream")
+
     fault_server.routes[("GET", f"/v2/r/blobs/{BLOB_DIGEST}")] = route
     with client(fault_server) as c, pytest.raises(DigestMismatch, match="more than the expected"):
         c.get_blob("r", BLOB_DIGEST, len(BLOB))
@@ -193,7 +218,8 @@ def test_manifest_digest_checks(fault_server: FaultServer) -> None:
     fault_server.routes[("GET", f"/v2/r/manifests/{MANIFEST_DIGEST}")] = manifest_route([], body=other)
     # by tag: the Docker-Content-Digest header must match the body
     fault_server.routes[("GET", "/v2/r/manifests/lying")] = lambda h, s: send(
-        h, 200, MANIFEST, {"Docker-Content-Digest": str(Digest.of(other))}, content_type=mt.OCI_MANIFEST)
+        h, 200, MANIFEST, {"Docker-Content-Digest": str(Digest.of(other))}, content_type=mt.OCI_MANIFEST
+    )
     with client(fault_server) as c:
         with pytest.raises(DigestMismatch, match="hashes to"):
             c.get_manifest("r", MANIFEST_DIGEST)
@@ -205,7 +231,8 @@ def test_malformed_manifest(fault_server: FaultServer) -> None:
     broken = b'{"schemaVersion": 2, "mediaType": "' + mt.OCI_MANIFEST.encode() + b'", "config": '
     fault_server.routes[("GET", "/v2/r/manifests/t")] = manifest_route([], body=broken)
     fault_server.routes[("GET", "/v2/r/manifests/huge")] = lambda h, s: send(
-        h, 200, b" " * (5 << 20), content_type=mt.OCI_MANIFEST)
+        h, 200, b" " * (5 << 20), content_type=mt.OCI_MANIFEST
+    )
     with client(fault_server) as c:
         with pytest.raises(InvalidManifest, match="malformed manifest") as err:
             c.get_manifest("r", "t")
@@ -219,13 +246,18 @@ def test_registry_error_codes_are_carried(fault_server: FaultServer) -> None:
         c.get_manifest("nope", "t")
     assert err.value.codes == ("NAME_UNKNOWN",)
     assert err.value.status == 404
-    assert str(err.value) == (f"fetching manifest t of {fault_server.addr}/nope: repository name not known to "
-                              "registry (NAME_UNKNOWN)")
+    assert str(err.value) == (
+        f"fetching manifest t of {fault_server.addr}/nope: repository name not known to "
+        "registry (NAME_UNKNOWN)"
+    )
 
 
 def test_not_a_registry(fault_server: FaultServer) -> None:
     fault_server.routes[("GET", "/v2/")] = lambda h, s: send(h, 404, b"not found", content_type="text/plain")
-    with client(fault_server) as c, pytest.raises(InvalidResponse, match="does not serve the registry API v2"):
+    with (
+        client(fault_server) as c,
+        pytest.raises(InvalidResponse, match="does not serve the registry API v2"),
+    ):
         c.ping()
 
 
@@ -240,6 +272,7 @@ def _paginated_tags(all_tags: list[str]):
         if len(rest) > n:
             headers["Link"] = f'</v2/r/tags/list?n={n}&last={urllib.parse.quote(page[-1])}>; rel="next"'
         send(h, 200, json.dumps({"name": "r", "tags": page}).encode(), headers)
+
     return route
 
 
@@ -255,10 +288,13 @@ def test_tags_follow_link_pagination(fault_server: FaultServer) -> None:
 
 def test_many_threads_share_one_token_and_pool(fault_server: FaultServer) -> None:
     fault_server.routes[("GET", f"/v2/r/blobs/{BLOB_DIGEST}")] = lambda h, s: send(
-        h, 200, BLOB, content_type="application/octet-stream")
+        h, 200, BLOB, content_type="application/octet-stream"
+    )
     out: list[bytes] = []
     with client(fault_server) as c:
-        threads = [threading.Thread(target=lambda: out.append(c.get_blob("r", BLOB_DIGEST))) for _ in range(8)]
+        threads = [
+            threading.Thread(target=lambda: out.append(c.get_blob("r", BLOB_DIGEST))) for _ in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:
