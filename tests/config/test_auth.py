@@ -182,7 +182,7 @@ def test_store_and_remove(home: Path) -> None:
     assert auth.lookup("docker.io/library/x").username == "hub"
     auth.remove("r.example:5000")
     assert auth.lookup("r.example:5000") is None
-    with pytest.raises(auth.NotLoggedIn, match="not logged into r.example:5000"):
+    with pytest.raises(auth.NotLoggedIn, match=r"not logged into r\.example:5000"):
         auth.remove("r.example:5000")
     auth.remove_all()
     assert json.loads(path.read_text())["auths"] == {}

@@ -39,9 +39,9 @@ def test_context_loads_ca_and_client_pair(home: Path, tmp_path: Path) -> None:
 
 def test_broken_files(tmp_path: Path) -> None:
     (tmp_path / "ca.crt").write_text("not a certificate")
-    with pytest.raises(ConfigError, match="CA certificate .*ca.crt is unusable"):
+    with pytest.raises(ConfigError, match=r"CA certificate .*ca\.crt is unusable"):
         certs.ssl_context("x", Context(cert_dir=tmp_path))
     (tmp_path / "ca.crt").unlink()
     (tmp_path / "client.cert").write_text("x")
-    with pytest.raises(ConfigError, match="has no matching key client.key"):
+    with pytest.raises(ConfigError, match=r"has no matching key client\.key"):
         certs.ssl_context("x", Context(cert_dir=tmp_path))

@@ -123,7 +123,7 @@ def test_blocked(tmp_path: Path) -> None:
         '[[registry]]\nlocation = "evil.example"\nblocked = true\n'
         '[[registry]]\nprefix = "quay.io/bad"\nlocation = "quay.io/bad"\nblocked = true\n',
     )
-    with pytest.raises(RegistryBlocked, match="registry evil.example is blocked in registries.conf"):
+    with pytest.raises(RegistryBlocked, match=r"registry evil\.example is blocked in registries\.conf"):
         conf.endpoints(parse("evil.example/x:1"))
     with pytest.raises(RegistryBlocked):
         conf.endpoints(parse("quay.io/bad/img"))
@@ -251,7 +251,8 @@ def test_version_1_format(tmp_path: Path) -> None:
         ('[[registry]]\nprefix = "*.x.example/foo"\n', "must be of the form"),
         ('[[registry]]\nprefix = "x.example/foo"\n', "has no location"),
         (
-            '[[registry]]\nlocation = "x.example"\n[[registry.mirror]]\nlocation = "m"\npull-from-mirror = "some"\n',
+            '[[registry]]\nlocation = "x.example"\n[[registry.mirror]]\nlocation = "m"\n'
+            'pull-from-mirror = "some"\n',
             "unsupported pull-from-mirror",
         ),
         (
