@@ -351,6 +351,9 @@ class FaultServer:
                 server.hits[path] = server.hits.get(path, 0) + 1
                 server.headers.append((method, self.path, dict(self.headers)))
                 route = server.routes.get((method, path))
+                if route is None:  # a prefix route: ("PATCH", "/v2/r/blobs/uploads/*")
+                    route = next((r for (m, p), r in server.routes.items()
+                                  if m == method and p.endswith("*") and path.startswith(p[:-1])), None)
                 if route is None and path == "/v2/":
                     return send(self, 200, b"{}")
                 if route is None:
@@ -375,6 +378,18 @@ class FaultServer:
 
             def do_HEAD(self) -> None:
                 self._dispatch("HEAD")
+
+            def do_POST(self) -> None:
+                self._dispatch("POST")
+
+            def do_PATCH(self) -> None:
+                self._dispatch("PATCH")
+
+            def do_PUT(self) -> None:
+                self._dispatch("PUT")
+
+            def do_DELETE(self) -> None:
+                self._dispatch("DELETE")
 
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.srv.daemon_threads = True

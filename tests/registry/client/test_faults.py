@@ -301,3 +301,75 @@ def test_many_threads_share_one_token_and_pool(fault_server: FaultServer) -> Non
             t.join()
     assert out == [BLOB] * 8
     assert fault_server.hits["/v2/"] == 1  # the registry was probed once
+
+
+class UploadServer:
+    """Chunked uploads as the spec describes them, strictly: a minimum chunk length, a new Location
+    after every PATCH, Content-Range checked against what was received."""
+
+    def __init__(self, server: FaultServer, min_chunk: int) -> None:
+        self.min_chunk = min_chunk
+        self.received = bytearray()
+        self.patches: list[int] = []
+        self.blobs: dict[str, bytes] = {}
+        self.session = 0
+        server.routes[("POST", "/v2/r/blobs/uploads/")] = self.post
+        server.routes[("PATCH", "/v2/r/blobs/uploads/*")] = self.patch
+        server.routes[("PUT", "/v2/r/blobs/uploads/*")] = self.put
+        server.routes[("HEAD", "/v2/r/blobs/*")] = lambda h, s: send(h, 404, b"")
+
+    def _location(self) -> str:
+        self.session += 1
+        return f"/v2/r/blobs/uploads/s{self.session}?_state=opaque{self.session}"
+
+    def post(self, h, server) -> None:
+        send(h, 202, b"", {"Location": self._location(), "OCI-Chunk-Min-Length": str(self.min_chunk),
+                           "Range": "0-0"})
+
+    def patch(self, h, server) -> None:
+        assert f"_state=opaque{self.session}" in h.path, "the client must use the last Location"
+        data = h.rfile.read(int(h.headers["Content-Length"]))
+        start, end = map(int, h.headers["Content-Range"].split("-"))
+        if start != len(self.received) or end - start + 1 != len(data):
+            return send(h, 416, b"", {"Range": f"0-{len(self.received) - 1}"})
+        self.received += data
+        self.patches.append(len(data))
+        send(h, 202, b"", {"Location": self._location(), "Range": f"0-{len(self.received) - 1}"})
+
+    def put(self, h, server) -> None:
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query)
+        assert q["_state"] == [f"opaque{self.session}"]
+        n = int(h.headers.get("Content-Length") or 0)
+        self.received += h.rfile.read(n)
+        digest = q["digest"][0]
+        if Digest.of(bytes(self.received)) != digest:
+            return send(h, 400, json.dumps({"errors": [{"code": "DIGEST_INVALID", "message": "no"}]}).encode())
+        self.blobs[digest] = bytes(self.received)
+        send(h, 201, b"", {"Location": f"/v2/r/blobs/{digest}", "Docker-Content-Digest": digest})
+
+
+def test_chunked_upload_honours_min_length_and_location(fault_server: FaultServer) -> None:
+    up = UploadServer(fault_server, min_chunk=300_000)
+    with client(fault_server) as c:
+        assert c.upload_blob("r", BLOB, BLOB_DIGEST, chunk_size=1000) == "uploaded"
+    assert up.blobs[BLOB_DIGEST] == BLOB
+    assert up.patches[:-1] and all(n == 300_000 for n in up.patches[:-1])
+    assert sum(up.patches) == len(BLOB)
+
+
+def test_retry_of_a_monolithic_upload_after_a_server_error(fault_server: FaultServer) -> None:
+    up = UploadServer(fault_server, min_chunk=0)
+    calls = {"n": 0}
+    real_put = up.put
+
+    def flaky_put(h, server) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            return send(h, 503, b"")
+        real_put(h, server)
+
+    fault_server.routes[("PUT", "/v2/r/blobs/uploads/*")] = flaky_put
+    with client(fault_server) as c:
+        assert c.upload_blob("r", BLOB, BLOB_DIGEST) == "uploaded"
+    assert up.blobs[BLOB_DIGEST] == BLOB and calls["n"] == 2
