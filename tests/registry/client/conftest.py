@@ -352,8 +352,14 @@ class FaultServer:
                 server.headers.append((method, self.path, dict(self.headers)))
                 route = server.routes.get((method, path))
                 if route is None:  # a prefix route: ("PATCH", "/v2/r/blobs/uploads/*")
-                    route = next((r for (m, p), r in server.routes.items()
-                                  if m == method and p.endswith("*") and path.startswith(p[:-1])), None)
+                    route = next(
+                        (
+                            r
+                            for (m, p), r in server.routes.items()
+                            if m == method and p.endswith("*") and path.startswith(p[:-1])
+                        ),
+                        None,
+                    )
                 if route is None and path == "/v2/":
                     return send(self, 200, b"{}")
                 if route is None:

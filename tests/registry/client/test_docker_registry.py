@@ -318,21 +318,41 @@ def test_tls_client_certificate(tmp_path: Path, small: Layout) -> None:
 
 def test_referrers_fall_back_to_the_tag_schema(registry: str, small: Layout) -> None:
     """distribution 2.8 has no referrers API: the client reads the ``sha256-HEX`` tag index instead."""
-    subject = {"mediaType": small.media_type, "digest": small.manifest_digest, "size": len(small.manifest_raw)}
+    subject = {
+        "mediaType": small.media_type,
+        "digest": small.manifest_digest,
+        "size": len(small.manifest_raw),
+    }
     empty = b"{}"
     with RegistryClient(registry) as c:
         push_layout(c, "ic/referred", small)
         assert c.referrers("ic/referred", small.manifest_digest) == []
         c.upload_blob("ic/referred", empty, Digest.of(empty))
-        sbom = canonical_json({
-            "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": "application/vnd.example.sbom",
-            "config": {"mediaType": mt.OCI_EMPTY, "digest": Digest.of(empty), "size": 2}, "layers": [],
-            "subject": subject,
-        })
+        sbom = canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sbom",
+                "config": {"mediaType": mt.OCI_EMPTY, "digest": Digest.of(empty), "size": 2},
+                "layers": [],
+                "subject": subject,
+            }
+        )
         sbom_digest = c.put_manifest("ic/referred", Digest.of(sbom), sbom, mt.OCI_MANIFEST)
-        tag_index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-            {"mediaType": mt.OCI_MANIFEST, "digest": sbom_digest, "size": len(sbom),
-             "artifactType": "application/vnd.example.sbom"}]})
+        tag_index = canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": mt.OCI_MANIFEST,
+                        "digest": sbom_digest,
+                        "size": len(sbom),
+                        "artifactType": "application/vnd.example.sbom",
+                    }
+                ],
+            }
+        )
         c.put_manifest("ic/referred", f"sha256-{small.manifest_digest.encoded}", tag_index, mt.OCI_INDEX)
         found = c.referrers("ic/referred", small.manifest_digest)
         assert [d.digest for d in found] == [sbom_digest]

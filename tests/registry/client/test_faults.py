@@ -323,8 +323,12 @@ class UploadServer:
         return f"/v2/r/blobs/uploads/s{self.session}?_state=opaque{self.session}"
 
     def post(self, h, server) -> None:
-        send(h, 202, b"", {"Location": self._location(), "OCI-Chunk-Min-Length": str(self.min_chunk),
-                           "Range": "0-0"})
+        send(
+            h,
+            202,
+            b"",
+            {"Location": self._location(), "OCI-Chunk-Min-Length": str(self.min_chunk), "Range": "0-0"},
+        )
 
     def patch(self, h, server) -> None:
         assert f"_state=opaque{self.session}" in h.path, "the client must use the last Location"
@@ -343,7 +347,9 @@ class UploadServer:
         self.received += h.rfile.read(n)
         digest = q["digest"][0]
         if Digest.of(bytes(self.received)) != digest:
-            return send(h, 400, json.dumps({"errors": [{"code": "DIGEST_INVALID", "message": "no"}]}).encode())
+            return send(
+                h, 400, json.dumps({"errors": [{"code": "DIGEST_INVALID", "message": "no"}]}).encode()
+            )
         self.blobs[digest] = bytes(self.received)
         send(h, 201, b"", {"Location": f"/v2/r/blobs/{digest}", "Docker-Content-Digest": digest})
 
