@@ -295,7 +295,10 @@ def test_tls_with_certs_dir(tls_registry, small: Layout, tmp_path: Path) -> None
 
 
 def test_tls_verify_true_refuses_plain_http(registry: str) -> None:
-    with RegistryClient(registry, tls_verify=True, retries=0) as c, pytest.raises(RegistryUnavailable):
+    with (
+        RegistryClient(registry, tls_verify=True, retries=0) as c,
+        pytest.raises(RegistryUnavailable, match=r"does not speak TLS.*--tls-verify=false"),
+    ):
         c.ping()
 
 

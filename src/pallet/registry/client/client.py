@@ -83,6 +83,10 @@ class ImageResolution:
         return iter((self.manifest, self.digest, self.index_digest))
 
 
+class _TLSError(RegistryUnavailable):
+    """TLS itself failed (untrusted certificate, not a TLS server): retrying cannot help."""
+
+
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth retrying."""
 
@@ -232,9 +236,14 @@ class RegistryClient:
             return RegistryUnavailable(f"registry {self.registry} did not answer within {limit:g}s ({what})")
         reason = _reason(e)
         if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
-            return RegistryUnavailable(
+            return _TLSError(
                 f"TLS certificate of registry {self.registry} is not trusted ({reason}); add its CA to "
                 f"/etc/containers/certs.d/{self.registry}/ or use --tls-verify=false"
+            )
+        if "wrong version number" in reason.lower() or "record layer failure" in reason.lower():
+            return _TLSError(
+                f"registry {self.registry} does not speak TLS ({reason}; {what}); if it serves plain HTTP, "
+                "use --tls-verify=false or mark it insecure in registries.conf"
             )
         return RegistryUnavailable(f"cannot reach registry {self.registry}: {reason} ({what})")
 
@@ -277,11 +286,12 @@ class RegistryClient:
                 raise _Retry(self._transport_error(e, what)) from None
             except httpx.TransportError as e:
                 err = self._transport_error(e, what)
-                if "not trusted" in str(err):
-                    raise err from None
-                if i + 1 < len(self._schemes):
+                untrusted = isinstance(err, _TLSError) and "not trusted" in str(err)
+                if i + 1 < len(self._schemes) and not untrusted:
                     log.debug("%s failed (%s); trying the next scheme", url, _reason(e))
                     continue
+                if isinstance(err, _TLSError):
+                    raise err from None
                 raise _Retry(err) from None
             if resp.status_code in RETRY_STATUSES:
                 raise _Retry(
@@ -353,7 +363,7 @@ class RegistryClient:
                 resp = self._http.send(req, stream=stream)
             except httpx.TransportError as e:
                 err = self._transport_error(e, what)
-                if replayable and attempt < self.retries and "not trusted" not in str(err):
+                if replayable and attempt < self.retries and not isinstance(err, _TLSError):
                     log.info("%s; retrying", err)
                     time.sleep(self._backoff(attempt))
                     attempt += 1
