@@ -234,3 +234,15 @@ def test_skopeo_reads_what_we_write_and_we_read_what_it_writes(tmp_path: Path) -
     )
     assert res.returncode == 0, res.stderr
     assert auth.lookup("127.0.0.1:5999", authfile=ours) is None
+
+
+def test_registries_conf_credential_helpers(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _helper(tmp_path / "bin", "pallettest", {"r.example": ("from-helper", "h")}, tmp_path / "log")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    write_json(auth.primary_path(), {"auths": {"r.example": {"auth": b64("from-file", "f")}}})
+    assert auth.lookup("r.example").username == "from-file"
+    assert auth.lookup("r.example", helpers=["pallettest", "containers-auth.json"]).username == "from-helper"
+    assert auth.lookup("r.example", helpers=["containers-auth.json", "pallettest"]).username == "from-file"
+    assert auth.lookup("other.example", helpers=["pallettest"]) is None

@@ -212,19 +212,35 @@ def _find_in(doc: dict[str, Any], key: str, registry: str, ap: _AuthPath) -> Cre
     return None
 
 
+AUTH_FILES_HELPER = "containers-auth.json"
+
+
 def lookup(
-    key: str, ctx: Context | None = None, authfile: str | os.PathLike[str] | None = None
+    key: str,
+    ctx: Context | None = None,
+    authfile: str | os.PathLike[str] | None = None,
+    helpers: list[str] | None = None,
 ) -> Credentials | None:
-    """Credentials for ``key`` (``host[:port]`` or ``host/namespace/repo``), or None for anonymous."""
+    """Credentials for ``key`` (``host[:port]`` or ``host/namespace/repo``), or None for anonymous.
+
+    ``helpers`` is registries.conf's ``credential-helpers``: each is tried in order, the name
+    ``containers-auth.json`` meaning the auth files; None means the auth files alone.
+    """
     key = normalize_key(key)
     registry = key.split("/", 1)[0]
-    for ap in read_paths(ctx, authfile):
-        doc = _read(ap)
-        if not doc:
-            continue
-        found = _find_in(doc, key, registry, ap)
-        if found:
-            return found
+    for helper in helpers or [AUTH_FILES_HELPER]:
+        if helper == AUTH_FILES_HELPER:
+            for ap in read_paths(ctx, authfile):
+                doc = _read(ap)
+                if not doc:
+                    continue
+                found = _find_in(doc, key, registry, ap)
+                if found:
+                    return found
+        else:
+            found = helper_get(helper, registry)
+            if found:
+                return found
     return None
 
 

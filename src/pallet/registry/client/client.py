@@ -139,6 +139,7 @@ class RegistryClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._auth = auth
+        self._helpers: list[str] | None = None  # registries.conf credential-helpers, when read
         if tls_verify is None:
             tls_verify = self.ctx.tls_verify
         if tls_verify is None:
@@ -148,6 +149,7 @@ class RegistryClient:
                 conf = registries.load(self.ctx)
                 conf.check_blocked(self.registry)
                 insecure = conf.is_insecure(self.registry)
+                self._helpers = conf.credential_helpers
             if insecure:
                 verify, allow_http = False, True
             else:
@@ -224,7 +226,7 @@ class RegistryClient:
                 return self._creds[key]
         from pallet.config import auth as authconf
 
-        creds = authconf.lookup(key, self.ctx)
+        creds = authconf.lookup(key, self.ctx, helpers=self._helpers)
         with self._lock:
             self._creds[key] = creds
         return creds
