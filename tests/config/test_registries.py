@@ -303,6 +303,8 @@ def test_loopback() -> None:
     assert not is_loopback("10.0.0.1:5000") and not is_loopback("example.com")
 
 
+@pytest.mark.slow
+@pytest.mark.peer
 def test_same_answers_as_podman(tmp_path: Path) -> None:
     """podman resolves short names through the same file: check our order against its candidates."""
     conf_path = write(

@@ -144,7 +144,7 @@ def login(args: argparse.Namespace, ctx: Context) -> int:
     if not password:
         raise UsageError("pallet login: the password must not be empty")
     creds = auth.Credentials(username, password)
-    with RegistryClient(host, ctx, auth=creds) as client:
+    with RegistryClient(host, ctx, auth=creds, retries=1) as client:  # a typo in the host fails fast
         client.check_login()
     auth.store(key, creds, ctx)
     print("Login Succeeded!")
