@@ -217,6 +217,7 @@ class RegistryApp:
         self.storage = FilesystemStorage(root, fsync=cfg.fsync)
         self.store = RegistryStore(self.storage)
         self.auth = Authorizer(cfg, root)
+        self._receiving = 0  # request bodies being streamed to uploads right now
 
     # -- ASGI entry -----------------------------------------------------------------------------
 
@@ -410,6 +411,17 @@ class RegistryApp:
     async def _receive_chunk(self, req: Request, w: UploadWriter, location: bytes) -> None:
         """Append the request body to the upload, checking Content-Range and Content-Length; on any
         failure the upload is cut back to where it was, so the client can retry the chunk."""
+        limit = self.cfg.max_concurrent_uploads
+        if limit and self._receiving >= limit:
+            raise APIError(429, "TOOMANYREQUESTS", f"too many uploads in progress (limit {limit})",
+                           headers=[(b"retry-after", b"1")])
+        self._receiving += 1
+        try:
+            await self._receive_body(req, w, location)
+        finally:
+            self._receiving -= 1
+
+    async def _receive_body(self, req: Request, w: UploadWriter, location: bytes) -> None:
         expect = req.content_length()
         crange = req.headers.get("content-range")
         if crange is not None:

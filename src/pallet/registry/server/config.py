@@ -52,6 +52,9 @@ class ServerConfig:
     #: Rust I/O threads per worker (network and file sends)
     threads: int = 1
     max_manifest_size: int = 8 << 20
+    #: request bodies being received at once, per worker, before clients get 429 TOOMANYREQUESTS
+    #: (0: no limit)
+    max_concurrent_uploads: int = 0
     #: uploads idle for longer than this many seconds are removed by gc
     upload_max_age: float = 7 * 24 * 3600
     #: seconds to let in-flight requests finish after SIGTERM
