@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import shutil
 import statistics
@@ -97,7 +96,8 @@ def make_file(path: Path, size: int, seed: int) -> str:
 def curl_push(base: str, repo: str, path: Path, digest: str) -> None:
     """POST for an upload URL, then PUT the whole body: what skopeo and docker do for one layer."""
     out = subprocess.run(["curl", "-sS", "-f", "-X", "POST", "-o", "/dev/null", "-D", "-",
-                          f"{base}/v2/{repo}/blobs/uploads/"], check=True, capture_output=True, text=True).stdout
+                          f"{base}/v2/{repo}/blobs/uploads/"],
+                         check=True, capture_output=True, text=True).stdout
     loc = re.search(r"^location:\s*(\S+)", out, re.I | re.M)
     if loc is None:
         raise RuntimeError(f"no Location in {out!r}")
@@ -130,14 +130,16 @@ def seed(base: str, files: dict[str, tuple[Path, str]]) -> None:
                    "size": cfg.stat().st_size},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": big_digest,
                     "size": big.stat().st_size}]}).encode()
-    subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
+    subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "-H",
+                    "Content-Type: application/vnd.oci.image.manifest.v1+json",
                     "--data-binary", "@-", "-o", "/dev/null", f"{base}/v2/bench/pull/manifests/latest"],
                    input=manifest, check=True)
 
 
 def phase_pull(base: str, files: dict) -> float:
     _, digest = files["big"]
-    r = hey(["-n", "32", "-c", "32", "-t", "300", "-disable-compression", f"{base}/v2/bench/pull/blobs/{digest}"])
+    r = hey(["-n", "32", "-c", "32", "-t", "300", "-disable-compression",
+             f"{base}/v2/bench/pull/blobs/{digest}"])
     return 32 * 100 / r["total"]  # MB/s
 
 
@@ -149,7 +151,7 @@ def phase_push(base: str, files: dict, round_: int) -> float:
         path, digest = pushes[i]
         try:
             curl_push(base, f"bench/push{round_}-{i}", path, digest)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(pushes))]
@@ -183,8 +185,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pallet-regbench-"))
     try:
         files: dict = {"big": (tmp / "big", make_file(tmp / "big", 100 * MB, 0))}
-        (tmp / "config").write_bytes(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
-        files["config"] = (tmp / "config", "sha256:" + hashlib.sha256((tmp / "config").read_bytes()).hexdigest())
+        (tmp / "config").write_bytes(
+            b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+        cfg_digest = "sha256:" + hashlib.sha256((tmp / "config").read_bytes()).hexdigest()
+        files["config"] = (tmp / "config", cfg_digest)
         files["push"] = [(tmp / f"push{i}", make_file(tmp / f"push{i}", 50 * MB, 100 + i)) for i in range(16)]
         results: dict[str, dict[str, list[float]]] = {}
         servers: dict[str, Callable] = {
@@ -221,7 +225,8 @@ def main() -> None:
               f"{p['pull'] / d['pull']:.2f}x |")
         print(f"| push: 16 x distinct 50 MB blobs | {d['push']:.0f} MB/s | {p['push']:.0f} MB/s | "
               f"{p['push'] / d['push']:.2f}x |")
-        print(f"| 2,000 manifest GETs (16 at a time) | {d['manifests']:.0f} req/s | {p['manifests']:.0f} req/s | "
+        print(f"| 2,000 manifest GETs (16 at a time) "
+              f"| {d['manifests']:.0f} req/s | {p['manifests']:.0f} req/s | "
               f"{p['manifests'] / d['manifests']:.2f}x |")
         print(f"| server peak RSS (any phase, any round) | {peak['docker-registry']:.0f} MB | "
               f"{peak['pallet']:.0f} MB | |")

@@ -114,7 +114,7 @@ def test_bearer_tokens(token_server: str) -> None:
     r = httpx.post(f"{base}/v2/tok/app/blobs/uploads/", headers={"authorization": f"Bearer {ro}"})
     assert r.status_code == 403 and errors_of(r) == ["DENIED"]
     # a forged token (signature of another key) and a tampered one
-    header, payload, sig = push.split(".")
+    header, _payload, sig = push.split(".")
     forged = ".".join([header, base64.urlsafe_b64encode(json.dumps(
         {**claims, "access": [{"type": "repository", "name": "tok/app", "actions": ["push"]}]}).encode()
     ).decode().rstrip("="), sig])
@@ -152,7 +152,8 @@ def test_read_only(tmp_path: Path, small_layout: Path) -> None:
     with peers.pallet_registry(data, read_only=True) as addr:
         with httpx.Client(base_url=f"http://{addr}") as c:
             assert c.get("/v2/ro/small/manifests/1").status_code == 200
-            for method, url in (("POST", "/v2/ro/small/blobs/uploads/"), ("DELETE", "/v2/ro/small/manifests/1"),
+            for method, url in (("POST", "/v2/ro/small/blobs/uploads/"),
+                                ("DELETE", "/v2/ro/small/manifests/1"),
                                 ("PUT", "/v2/ro/small/manifests/2")):
                 r = c.request(method, url, content=b"{}")
                 assert r.status_code == 405 and errors_of(r) == ["UNSUPPORTED"], method
@@ -162,7 +163,8 @@ def test_read_only(tmp_path: Path, small_layout: Path) -> None:
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     return cert, key
 
@@ -180,7 +182,8 @@ def test_tls(tmp_path: Path, small_layout: Path) -> None:
         certs = tmp_path / "certs.d"
         certs.mkdir()
         (certs / "ca.crt").write_bytes(cert.read_bytes())
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-cert-dir", str(certs), f"oci:{small_layout}:latest",
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-cert-dir", str(certs),
+                        f"oci:{small_layout}:latest",
                         f"docker://{addr}/tls/small:1"], check=True, capture_output=True)
         r = httpx.get(f"https://{addr}/v2/tls/small/tags/list", verify=ca)
         assert r.json()["tags"] == ["1"]

@@ -127,7 +127,8 @@ def test_index_docker_schema2_and_manifest_list(client: httpx.Client, repo: str)
     g = client.get(f"/v2/{repo}/manifests/index")
     assert g.headers["content-type"] == OCI_INDEX and g.content == index
     mlist = json.dumps({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
-        {"mediaType": DOCKER_MANIFEST, "digest": sha256(docker), "size": len(docker), "platform": plat}]}).encode()
+        {"mediaType": DOCKER_MANIFEST, "digest": sha256(docker), "size": len(docker),
+         "platform": plat}]}).encode()
     assert put_manifest(client, repo, "list", mlist, DOCKER_LIST).status_code == 201
     assert client.get(f"/v2/{repo}/manifests/list").headers["content-type"] == DOCKER_LIST
     # no mediaType in the body: the Content-Type it was pushed with is what comes back
@@ -147,7 +148,8 @@ def test_subject_and_referrers(client: httpx.Client, repo: str) -> None:
     assert r.status_code == 200 and r.json()["manifests"] == []
     assert r.headers["content-type"] == OCI_INDEX
     sig = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/x-sig",
-                      "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+                      "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty,
+                                 "size": 2},
                       "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": subject,
                                                 "size": len(subject_raw)},
                       "annotations": {"org.example": "yes"}}).encode()
@@ -162,7 +164,8 @@ def test_subject_and_referrers(client: httpx.Client, repo: str) -> None:
     got = client.get(f"/v2/{repo}/referrers/{subject}").json()["manifests"]
     by_digest = {d["digest"]: d for d in got}
     assert by_digest[sha256(sig)] == {"mediaType": OCI_MANIFEST, "digest": sha256(sig), "size": len(sig),
-                                      "artifactType": "application/x-sig", "annotations": {"org.example": "yes"}}
+                                      "artifactType": "application/x-sig",
+                                      "annotations": {"org.example": "yes"}}
     assert by_digest[sha256(sbom)]["artifactType"] == "application/x-sbom-config"  # config type stands in
     r = client.get(f"/v2/{repo}/referrers/{subject}", params={"artifactType": "application/x-sig"})
     assert [d["digest"] for d in r.json()["manifests"]] == [sha256(sig)]

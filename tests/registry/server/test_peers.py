@@ -46,7 +46,8 @@ def test_skopeo_round_trip_keeps_every_byte(server: str, small_layout: Path, tmp
     out = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{server}/peers/skopeo"],
                          check=True, capture_output=True, text=True).stdout
     assert json.loads(out)["Tags"] == ["v1"]
-    subprocess.run(["skopeo", "delete", "--tls-verify=false", f"docker://{server}/peers/skopeo:v1"], check=True,
+    subprocess.run(["skopeo", "delete", "--tls-verify=false", f"docker://{server}/peers/skopeo:v1"],
+                   check=True,
                    capture_output=True)
     assert httpx.get(f"http://{server}/v2/peers/skopeo/manifests/{src_digest}").status_code == 404
 

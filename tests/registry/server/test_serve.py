@@ -22,7 +22,8 @@ def test_config_file_and_request_log(tmp_path: Path) -> None:
     port = peers.free_port()
     cfg = tmp_path / "registry.toml"
     cfg.write_text(f'addr = "127.0.0.1:{port}"\nroot = "{tmp_path / "store"}"\nread-only = true\n')
-    proc = subprocess.Popen([sys.executable, "-m", "pallet.cli.main", "registry", "serve", "--config", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "pallet.cli.main", "registry", "serve", "--config",
+                             str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         peers.wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
