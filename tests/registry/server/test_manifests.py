@@ -208,3 +208,55 @@ def test_catalog_pagination(client: httpx.Client, repo: str) -> None:
     assert len(first.json()["repositories"]) == 1 and 'rel="next"' in first.headers["link"]
     after = client.get("/v2/_catalog", params={"last": f"{repo}/one", "n": 1}).json()["repositories"]
     assert after == [f"{repo}/two/deeper"]
+
+
+def test_hostile_input_is_4xx_never_500(client: httpx.Client, repo: str) -> None:
+    """Fields of the wrong JSON type, odd paths and headers: every answer is a 4xx in the spec's form."""
+    good = json.loads(image_manifest(client, repo))
+    d = good["config"]["digest"]
+    bodies = [
+        {**good, "layers": [1]},
+        {**good, "layers": "nope"},
+        {**good, "config": {**good["config"], "urls": 5}},
+        {**good, "config": {**good["config"], "size": -1}},
+        {**good, "config": {**good["config"], "size": True}},
+        {**good, "config": {**good["config"], "digest": "sha256:zz"}},
+        {**good, "annotations": {"a": 1}},
+        {**good, "annotations": []},
+        {**good, "artifactType": ["x"]},
+        {**good, "subject": 5},
+        {**good, "subject": {"mediaType": OCI_MANIFEST, "digest": "nope", "size": 1}},
+        {**good, "mediaType": 7},
+        {**good, "schemaVersion": "2"},
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": d, "size": 1, "platform": {"os": 5}}]},
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": d, "size": 1,
+             "platform": {"os": "linux", "architecture": "amd64", "os.features": 5}}]},
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": {"a": 1}},
+        None, 5, "string",
+    ]
+    for body in bodies:
+        ctype = body.get("mediaType") if isinstance(body, dict) and isinstance(body.get("mediaType"), str) \
+            else OCI_MANIFEST
+        r = put_manifest(client, repo, "hostile", json.dumps(body).encode(), ctype)
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+        assert r.json()["errors"][0]["code"] in ("MANIFEST_INVALID", "DIGEST_INVALID"), body
+    for method, path, headers in [
+        ("GET", "/v2/%2e%2e/%2e%2e/etc/passwd/tags/list", {}),
+        ("GET", f"/v2/{repo}/manifests/" + "a" * 300, {}),
+        ("GET", f"/v2/{repo}/blobs/{d}", {"range": "bytes=abc"}),
+        ("GET", f"/v2/{repo}/blobs/{d}", {"range": "bytes=1-2,5-6"}),
+        ("GET", f"/v2/{repo}/tags/list?n=99999999999999999999999&last=%ff%fe", {}),
+        ("POST", f"/v2/{repo}/blobs/uploads/?mount=nope&from=UPPER", {}),
+        ("POST", f"/v2/{repo}/blobs/uploads/?mount={d}&from=UPPER", {}),
+        ("GET", "/v2/_catalog?n=x", {}),
+        ("DELETE", "/v2/", {}),
+        ("GET", "/nothing/here", {}),
+        ("GET", f"/v2/{repo}/referrers/{d}?artifactType=%00", {}),
+        ("PUT", f"/v2/{repo}/blobs/uploads/", {}),
+    ]:
+        r = client.request(method, path, headers=headers)
+        assert r.status_code < 500, (method, path, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert r.json()["errors"][0]["code"].isupper()

@@ -577,6 +577,11 @@ class RegistryApp:
             doc = parse(raw, content_type or None)
         except InvalidManifest as e:
             raise E.manifest_invalid(str(e)) from None
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # a field of the wrong JSON type
+            raise E.manifest_invalid(f"malformed manifest: {e}") from None
+        if not isinstance(doc.artifact_type, str) or not isinstance(doc.annotations, dict) or \
+                any(not isinstance(v, str) for v in doc.annotations.values()):
+            raise E.manifest_invalid("malformed manifest: artifactType and annotation values must be strings")
         digest = Digest.of(raw, want.algorithm if want else "sha256")
         if want is not None and digest != want:
             raise E.digest_invalid(f"manifest content hashes to {digest}, not {want}", want)
