@@ -636,7 +636,7 @@ class RegistryApp:
             try:
                 doc = parse(raw)
                 subject = doc.subject.digest if doc.subject else None
-            except InvalidManifest:
+            except (InvalidManifest, TypeError, ValueError, AttributeError, KeyError):
                 pass
         if not self.store.delete_manifest(name, digest, subject):
             raise self._manifest_absent(name, ref)

@@ -38,8 +38,8 @@ def collect(store: RegistryStore, *, dry_run: bool = False, grace: float = 3600.
                 continue
             try:
                 doc = parse(raw, store.manifest_type(name, digest))
-            except InvalidManifest:
-                continue
+            except (InvalidManifest, TypeError, ValueError, AttributeError, KeyError):
+                continue  # stored as pushed; nothing it references can be trusted, so nothing is marked
             if not doc.is_index:
                 marked.add(doc.config.digest)  # type: ignore[union-attr]
                 marked.update(d.digest for d in doc.layers)  # type: ignore[union-attr]
