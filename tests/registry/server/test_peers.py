@@ -78,7 +78,11 @@ def podman_env(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
     try:
         yield base, env
     finally:
-        subprocess.run(["podman", *base, "system", "reset", "--force"], env=env, capture_output=True)
+        # only what lives in our private --root/--runroot (not `system reset`: that also removes the
+        # host's podman networks, which other tests may be using)
+        subprocess.run(["podman", *base, "rmi", "--all", "--force"], env=env, capture_output=True)
+        if shutil.which("buildah"):
+            subprocess.run(["buildah", *base, "rm", "--all"], env=env, capture_output=True)
         shutil.rmtree(runroot, ignore_errors=True)
 
 
