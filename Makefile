@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # peers the tests check us against, and what the engine and runtime need on the host
 APT_PACKAGES := busybox-static skopeo umoci podman buildah runc conmon docker-registry containerd \
 	oci-image-tool nftables iptables iproute2 uidmap fuse-overlayfs libseccomp2 curl jq apache2-utils \
-	hyperfine openssl python3-venv
+	hyperfine openssl python3-venv hey
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv demo test lint bench clean

@@ -122,3 +122,66 @@ def skopeo_copy(src: str, dest: str, *extra: str) -> None:
     if dest.startswith("docker://"):
         args.append("--dest-tls-verify=false")
     subprocess.run([*args, *extra, src, dest], check=True, capture_output=True, text=True)
+
+
+def start_pallet_registry(root: Path, *, port: int | None = None, htpasswd: Path | None = None,
+                          auth: str | None = None, tls: tuple[Path, Path] | None = None,
+                          read_only: bool = False, anonymous_pull: bool = False,
+                          token_ttl: int | None = None, config: Path | None = None,
+                          extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Start ``pallet registry serve`` on loopback (storage in ``root/data``, log in
+    ``root/registry.log``) and wait until it answers; returns (process, HOST:PORT).
+
+    The process leads its own session, so ``os.killpg(proc.pid, SIGKILL)`` takes its workers too
+    (they also die with it on their own: the server sets PR_SET_PDEATHSIG)."""
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "pallet.cli.main", "registry", "serve", "--addr", f"127.0.0.1:{port}",
+            "--root", str(root / "data")]
+    if config:
+        args += ["--config", str(config)]
+    if htpasswd:
+        args += ["--htpasswd", str(htpasswd)]
+    if auth:
+        args += ["--auth", auth]
+    if tls:
+        args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    if read_only:
+        args.append("--read-only")
+    if anonymous_pull:
+        args.append("--anonymous-pull")
+    if token_ttl is not None:
+        args += ["--token-ttl", str(token_ttl)]
+    args += list(extra)
+    log = open(root / "registry.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    try:
+        wait_http(f"{'https' if tls else 'http'}://127.0.0.1:{port}/v2/", proc=proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, f"127.0.0.1:{port}"
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL to the whole session if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def pallet_registry(root: Path, **opts) -> Iterator[str]:
+    """``pallet registry serve`` on a free loopback port; yields HOST:PORT (see start_pallet_registry
+    for the options: htpasswd, auth, tls, read_only, anonymous_pull, token_ttl, config, extra)."""
+    proc, addr = start_pallet_registry(root, **opts)
+    try:
+        yield addr
+    finally:
+        stop_process(proc)
