@@ -14,9 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Any
 
 from pallet.runtime.cgroups._layout import CgroupError, Hierarchy, Layout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds to import; the runtime starts per container
+    from typing import Any
 
 __all__ = ["CgroupError", "Manager", "controllers_available", "manager"]
 
@@ -270,8 +273,8 @@ class Manager:
         out: dict[str, Any] = {"cpu": {}, "cpuset": {}, "memory": {}, "pids": {}, "blkio": {},
                                "hugetlb": {}}
         h_cpu, h_acct = self._hier("cpu"), self._hier("cpuacct")
-        if h_cpu is not None and h_cpu.version == 2:
-            out["cpu"] = v2.cpu_stats(self.dirs[""])
+        if (h_cpu is None or h_cpu.version == 2) and h_acct is None and self.layout.unified:
+            out["cpu"] = v2.cpu_stats(self.dirs[""])  # usage is in every v2 cpu.stat
         elif h_cpu is not None or h_acct is not None:
             out["cpu"] = v1.cpu_stats(self.dirs[h_cpu.key] if h_cpu else None,
                                       self.dirs[h_acct.key] if h_acct else None)

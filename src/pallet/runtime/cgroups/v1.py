@@ -363,11 +363,10 @@ def blkio_stats(d: str) -> dict:
                        ("ioServicedRecursive", ("blkio.io_serviced_recursive",
                                                 "blkio.bfq.io_serviced_recursive",
                                                 "blkio.throttle.io_serviced_recursive"))):
-        for name in names:
-            if _files.exists(d, name):
-                entries = _blkio_entries(d, name)
-                if entries:
-                    out[key] = entries
+        for name in names:  # CFQ, then BFQ, then the throttle layer (always there)
+            entries = _blkio_entries(d, name)
+            if entries:
+                out[key] = entries
                 break
     return out
 
