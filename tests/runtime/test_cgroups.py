@@ -89,6 +89,9 @@ def test_layout_matches_findmnt_and_proc_cgroups():
     if lay.unified:
         for c in lay.unified.controllers:
             assert avail[c] == "v2"
+    feats = cgroups.features()
+    assert feats["v1"] == bool(seen_v1) and feats["v2"] == (lay.unified is not None)
+    assert feats["rdma"] == ("rdma" in avail)
 
 
 def test_parse_container_style_mountinfo():
@@ -425,9 +428,20 @@ def test_devices_v1_defaults_allow_dev_null_not_disks(cg, loopdev):
     m = cg.manager("dev")
     m.create()
     m.set({})  # create: default deny + the default devices, even with no devices listed
-    listed = set(read(m.dirs[h.key], "devices.list").splitlines())
-    assert {"c 1:3 rwm", "c 1:5 rwm", "c 136:* rwm", "b *:* m"} <= listed
-    assert "a *:* rwm" not in listed
+    listed = read(m.dirs[h.key], "devices.list").splitlines()
+    # the defaults, in runc's order (the kernel lists exceptions in the order they were written)
+    defaults = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm",
+                "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm"]
+    assert listed == defaults
+    # on create, the config's rules land in the order it lists them, then the defaults
+    other = cg.manager("dev2")
+    other.create()
+    order = [{"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+             {"allow": True, "type": "b", "major": 8, "minor": 20, "access": "rw"},
+             {"allow": True, "type": "b", "major": 10, "minor": 200, "access": "r"}]
+    other.set({"devices": [{"allow": False, "access": "rwm"}, *order]})
+    assert read(other.dirs[h.key], "devices.list").splitlines() == [
+        "c 10:229 rwm", "b 8:20 rw", "b 10:200 r", *defaults]
     child = cg.child(opener(("/dev/null", os.O_RDWR), ("/dev/urandom", os.O_RDONLY), (disk, os.O_RDONLY)))
     m.apply(child.pid)
     child.go()

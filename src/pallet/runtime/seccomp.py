@@ -307,14 +307,20 @@ _CACHE_FORMAT = b"pallet-seccomp-1"
 
 
 def _cached_compile(profile: dict[str, Any], strict: bool, enosys_stub: bool, cache_dir: str) -> Filter:
-    import hashlib
     import json
 
+    try:  # the bare C module: hashlib would first load OpenSSL (~3 ms)
+        from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            from hashlib import sha256
     try:
         canon = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
     except (TypeError, ValueError):
         return _compile(profile, strict, enosys_stub)
-    h = hashlib.sha256(_CACHE_FORMAT)
+    h = sha256(_CACHE_FORMAT)
     for part in (canon, repr((strict, enosys_stub)).encode(), libseccomp_version().encode(),
                  " ".join(os.uname()).encode()):
         h.update(len(part).to_bytes(8, "little") + part)

@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds to import; the runtime starts per container
     from typing import Any
 
-__all__ = ["CgroupError", "Manager", "controllers_available", "manager"]
+__all__ = ["CgroupError", "Manager", "controllers_available", "features", "manager"]
 
 
 class Manager:
@@ -434,3 +434,18 @@ def controllers_available() -> dict[str, str]:
         for c in ("devices", "freezer"):
             out.setdefault(c, "v2")
     return dict(sorted(out.items()))
+
+
+def features() -> dict[str, bool]:
+    """The ``linux.cgroup`` object of ``pallet-runtime features`` (runtime-spec features.md):
+    which cgroup versions are usable here, systemd (not driven: paths only) and rdma."""
+    from pallet.runtime.cgroups import _layout
+
+    lay = _layout.layout()
+    return {
+        "v1": any(h.controllers for h in lay.v1),
+        "v2": lay.unified is not None,
+        "systemd": False,
+        "systemdUser": False,
+        "rdma": "rdma" in lay.by_controller,
+    }

@@ -139,7 +139,9 @@ class Emulator:
         return emu
 
     def _ordered(self) -> list[tuple[_Key, frozenset[str]]]:
-        return sorted(self.rules.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0]))
+        # the order rules were first given in: the kernel lists v1 exceptions in the order they
+        # were written, and the spec says entries apply "in the listed order"
+        return list(self.rules.items())
 
     def transition(self, target: Emulator) -> list[Rule]:
         """The writes that take a cgroup from this state to ``target``."""
