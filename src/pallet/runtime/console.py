@@ -5,7 +5,9 @@ the process's controlling terminal on fds 0-2."""
 from __future__ import annotations
 
 import os
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 

@@ -7,19 +7,19 @@ resource limits or syscall filtering until the implementation lands. Anything el
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 from pallet.runtime import log
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class Unavailable(Exception):
     """Raised by :func:`require` when the feature is still a stub."""
 
 
-def call(fn: Callable[..., T], *args: Any, default: Any = None, **kwargs: Any) -> T | Any:
+def call(fn: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
@@ -27,7 +27,7 @@ def call(fn: Callable[..., T], *args: Any, default: Any = None, **kwargs: Any) -
         return default
 
 
-def require(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+def require(fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
     """Like call(), but the caller needs the result: raises Unavailable naming ``what``."""
     try:
         return fn(*args, **kwargs)

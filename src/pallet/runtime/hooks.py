@@ -6,7 +6,9 @@ poststart/poststop failures are logged as warnings (the spec says the lifecycle 
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import jsonio, log

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import _json
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _Ctx:

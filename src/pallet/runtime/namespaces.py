@@ -8,8 +8,9 @@ namespace is joined first so the others can be entered with its privileges.
 from __future__ import annotations
 
 import os
-import shutil
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import syscalls as sc
@@ -76,6 +77,7 @@ def write_id_maps(pid: int, linux: dict[str, Any]) -> None:
                 raise RuntimeFailure(f"writing {name} {_map_text(maps).strip()!r}: {e.strerror}") from None
         return
     for tool, maps, name in (("newuidmap", uids, "uid"), ("newgidmap", gids, "gid")):
+        import shutil
         exe = shutil.which(tool)
         single_self = len(maps) == 1 and maps[0]["size"] == 1 and \
             maps[0]["hostID"] == (os.geteuid() if name == "uid" else os.getegid())

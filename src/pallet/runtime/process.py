@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import resource
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import capabilities, spec

@@ -8,7 +8,9 @@ than runc takes to run a container); deeper checks happen where each value is us
 from __future__ import annotations
 
 import os
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import jsonio

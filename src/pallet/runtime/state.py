@@ -8,12 +8,12 @@ The recorded status is refined with what the kernel says: a dead (or reused) ini
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import NotFound, RuntimeFailure
 from pallet.runtime import jsonio
@@ -95,18 +95,9 @@ class Container:
     def save(self) -> None:
         atomic_write(self.state_file, jsonio.dumps(self.data).encode())
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive per-container lock (flock: released if we die)."""
-        try:
-            fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            raise ContainerNotFound(f"container {self.id} does not exist") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def lock(self) -> _Lock:
+        """Exclusive per-container lock (flock: released if we die); a context manager."""
+        return _Lock(self)
 
     # ---- live status
     @property
@@ -143,6 +134,42 @@ class Container:
         if d.get("annotations"):
             out["annotations"] = d["annotations"]
         return out
+
+
+class _Lock:
+    def __init__(self, c: Container) -> None:
+        self.c, self.fd = c, -1
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(os.path.join(self.c.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise ContainerNotFound(f"container {self.c.id} does not exist") from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def rmtree(path: str) -> None:
+    """Remove a state directory (flat: files and a fifo); cheaper than importing shutil."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for n in names:
+        p = os.path.join(path, n)
+        if os.path.isdir(p) and not os.path.islink(p):
+            rmtree(p)
+        else:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def now_rfc3339() -> str:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import capabilities, ext, hooks, log, namespaces, process, spec
@@ -27,22 +28,22 @@ from pallet.runtime import rootfs as rfs
 from pallet.runtime import syscalls as sc
 from pallet.runtime.channel import Channel
 from pallet.runtime.state import Container, ContainerExists, atomic_write, check_id, now_rfc3339, \
-    proc_start_time
+    proc_start_time, rmtree
 
 
-@dataclass
 class CreateOptions:
-    root: str
-    id: str
-    bundle: str = "."
-    pid_file: str | None = None
-    console_socket: str | None = None
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    preserve_fds: int = 0
-    #: set by ``run`` without --detach: the init inherits our stdio, we are its subreaper
-    foreground: bool = False
-    extra_env: list[str] = field(default_factory=list)
+    """create's flags. ``foreground`` is set by ``run`` without --detach (we are the subreaper)."""
+
+    def __init__(self, root: str, id: str, bundle: str = ".", pid_file: str | None = None,
+                 console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
+                 preserve_fds: int = 0, foreground: bool = False, extra_env: list[str] | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        self.root, self.id, self.bundle, self.pid_file = root, id, bundle, pid_file
+        self.console_socket, self.no_pivot, self.no_new_keyring = console_socket, no_pivot, no_new_keyring
+        self.preserve_fds, self.foreground = preserve_fds, foreground
+        self.extra_env = extra_env or []
+        #: config.json already loaded (by ``run``), to read it once
+        self.config = config
 
 
 def listen_fds() -> tuple[int, list[str]]:
@@ -59,7 +60,7 @@ def listen_fds() -> tuple[int, list[str]]:
 def create(opts: CreateOptions) -> Container:
     check_id(opts.id)
     bundle = os.path.abspath(opts.bundle)
-    cfg = spec.load(bundle)
+    cfg = opts.config if opts.config is not None else spec.load(bundle)
     if cfg.get("process") is None:
         raise RuntimeFailure("invalid config.json: process is required to create a container")
     rootfs = spec.rootfs_path(cfg, bundle)
@@ -138,7 +139,6 @@ def _host_root_ids(linux: dict[str, Any]) -> tuple[int, int]:
 
 
 def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
-    import shutil
     pid = init_pid or c.data.get("pid") or 0
     if pid:
         try:
@@ -148,7 +148,7 @@ def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
         _wait_gone(pid)
     if cg is not None:
         ext.call(cg.destroy)
-    shutil.rmtree(c.dir, ignore_errors=True)
+    rmtree(c.dir)
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import ext, hooks, log
 from pallet.runtime.lifecycle.create import _wait_gone
 from pallet.runtime.lifecycle.kill import container_pids
-from pallet.runtime.state import Container
+from pallet.runtime.state import Container, rmtree
 
 
 def delete(c: Container, force: bool = False) -> None:
@@ -44,7 +43,7 @@ def destroy(c: Container) -> None:
                 pass
         ext.call(mgr.destroy)
     state = {**c.oci_state(), "status": "stopped"}
-    shutil.rmtree(c.dir, ignore_errors=True)
+    rmtree(c.dir)
     if os.path.exists(c.dir):
         raise RuntimeFailure(f"removing state directory {c.dir} failed")
     if hooks.has(cfg, "poststop"):

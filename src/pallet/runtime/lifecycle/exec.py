@@ -9,8 +9,9 @@ a message naming the step. No fd or cwd of the host crosses over (CVE-2024-21626
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import ext, spec
@@ -21,13 +22,11 @@ from pallet.runtime.namespaces import ORDER
 from pallet.runtime.state import Container, atomic_write
 
 
-@dataclass
 class ExecOptions:
-    detach: bool = False
-    pid_file: str | None = None
-    console_socket: str | None = None
-    preserve_fds: int = 0
-    ignore_paused: bool = False
+    def __init__(self, detach: bool = False, pid_file: str | None = None, console_socket: str | None = None,
+                 preserve_fds: int = 0, ignore_paused: bool = False) -> None:
+        self.detach, self.pid_file, self.console_socket = detach, pid_file, console_socket
+        self.preserve_fds, self.ignore_paused = preserve_fds, ignore_paused
 
 
 def build_process(c: Container, process_file: str | None, args: list[str], *, tty: bool | None = None,

@@ -8,7 +8,9 @@ relay its terminal when it has one and no --console-socket was given.
 from __future__ import annotations
 
 import os
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import syscalls as sc
@@ -20,15 +22,17 @@ FORWARDED = (1, 2, 3, 10, 12, 14, 15, 18, 20, 21, 22, 23, 26, 27, 28, 29, 30)
 
 
 def run(opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
+    from pallet.runtime import spec
     tty_proxy: Any = None
+    opts.config = spec.load(os.path.abspath(opts.bundle))
+    terminal = bool((opts.config.get("process") or {}).get("terminal"))
     if not detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
         opts.foreground = True
-        cfg_terminal = _config_terminal(opts.bundle)
-        if cfg_terminal and not opts.console_socket:
+        if terminal and not opts.console_socket:
             tty_proxy = _TTYProxy()
             opts.console_socket = tty_proxy.path
-    elif not opts.console_socket and _config_terminal(opts.bundle):
+    elif not opts.console_socket and terminal:
         raise RuntimeFailure("cannot allocate tty if runtime will detach without setting console socket")
     try:
         c = create(opts)
@@ -52,14 +56,6 @@ def run(opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
         with c.lock():
             destroy(c)
     return status
-
-
-def _config_terminal(bundle: str) -> bool:
-    from pallet.runtime import spec
-    try:
-        return bool((spec.load(os.path.abspath(bundle)).get("process") or {}).get("terminal"))
-    except RuntimeFailure:
-        return False
 
 
 def _wait(pid: int, tty_proxy: Any) -> int:
