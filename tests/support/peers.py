@@ -122,3 +122,11 @@ def skopeo_copy(src: str, dest: str, *extra: str) -> None:
     if dest.startswith("docker://"):
         args.append("--dest-tls-verify=false")
     subprocess.run([*args, *extra, src, dest], check=True, capture_output=True, text=True)
+
+
+def umoci_unpack(layout: Path, tag: str, bundle: Path) -> None:
+    """umoci unpack LAYOUT:TAG into an OCI runtime bundle (rootfs + config.json)."""
+    if shutil.which("umoci") is None:
+        raise RuntimeError("umoci is not installed (make setup installs it)")
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True,
+                   capture_output=True, text=True)

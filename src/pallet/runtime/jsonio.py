@@ -40,8 +40,13 @@ def loads(text: str | bytes) -> Any:
         obj, end = _scan(text, i)
     except StopIteration as e:
         raise JSONError(f"expected a JSON value at offset {e.value}") from None
-    except ValueError as e:  # _json raises json.JSONDecodeError only if json was imported
-        raise JSONError(str(e)) from None
+    except Exception:  # noqa: BLE001 - _json needs json.decoder to word its errors: let it
+        import json
+        try:
+            json.loads(text)
+        except ValueError as e:
+            raise JSONError(str(e)) from None
+        raise JSONError("malformed JSON") from None
     while end < n and text[end] in " \t\r\n":
         end += 1
     if end != n:

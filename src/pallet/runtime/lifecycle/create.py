@@ -106,6 +106,7 @@ def create(opts: CreateOptions) -> Container:
     init_pid = 0
     cg = None
     try:
+        c.save()  # "creating" is visible to ``state`` from now on
         uid_root, gid_root = _host_root_ids(linux)
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)
