@@ -135,3 +135,17 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session")
+def userns_rootfs(rootfs_bundle: Path) -> Iterator[Path]:
+    """A copy of the rootfs under a world-searchable dir: a mapped root (host uid 100000...) must be
+    able to reach it, and pytest's tmp dirs are 0700."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="pallet-rt-userns-"))
+    try:
+        d.chmod(0o755)
+        subprocess.run(["cp", "-a", str(rootfs_bundle / "rootfs"), str(d / "rootfs")], check=True)
+        yield d / "rootfs"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

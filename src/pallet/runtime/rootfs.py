@@ -80,42 +80,80 @@ class Root:
     def open(self, rel: str, flags: int = os.O_PATH) -> int:
         return sc.openat2(self.fd, rel, flags, 0, _RESOLVE)
 
-    def mkdir_all(self, rel: str, mode: int = 0o755) -> int:
-        """Create ``rel`` and its parents inside the root; returns an O_PATH fd on it."""
+    def _walk(self, rel: str, mode: int = 0o755, links: int = 0) -> tuple[int, str]:
+        """Walk ``rel`` from the root creating missing directories; symlinks (even dangling ones)
+        are followed as if the root were ``/``. Returns (O_PATH fd, resolved path)."""
         parts = [p for p in rel.split("/") if p and p != "."]
-        fd = os.dup(self.fd)
-        done = ""
+        cur = os.dup(self.fd)
+        done: list[str] = []
         try:
-            for p in parts:
-                done += "/" + p
+            while parts:
+                p = parts.pop(0)
+                if p == "..":
+                    done = done[:-1]
+                    os.close(cur)
+                    cur = self._reopen(done)
+                    continue
                 try:
-                    nfd = sc.openat2(self.fd, done, os.O_PATH | os.O_DIRECTORY, 0, _RESOLVE)
+                    st = os.stat(p, dir_fd=cur, follow_symlinks=False)
                 except FileNotFoundError:
                     try:
-                        os.mkdir(p, mode, dir_fd=fd)
+                        os.mkdir(p, mode, dir_fd=cur)
                     except FileExistsError:
                         pass
-                    nfd = sc.openat2(self.fd, done, os.O_PATH | os.O_DIRECTORY, 0, _RESOLVE)
-                os.close(fd)
-                fd = nfd
+                    st = os.stat(p, dir_fd=cur, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > 40:
+                        raise OSError(40, "too many levels of symbolic links", rel)
+                    target = os.readlink(p, dir_fd=cur)
+                    if target.startswith("/"):
+                        done = []
+                        os.close(cur)
+                        cur = os.dup(self.fd)
+                    parts = [x for x in target.split("/") if x and x != "."] + parts
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NotADirectoryError(20, "not a directory", "/" + "/".join([*done, p]))
+                nfd = os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
+                os.close(cur)
+                cur = nfd
+                done.append(p)
         except BaseException:
-            os.close(fd)
+            os.close(cur)
             raise
-        return fd
+        return cur, "/" + "/".join(done)
 
-    def ensure_file(self, rel: str) -> int:
+    def _reopen(self, done: list[str]) -> int:
+        return sc.openat2(self.fd, "/" + "/".join(done), os.O_PATH | os.O_DIRECTORY, 0, _RESOLVE)
+
+    def mkdir_all(self, rel: str, mode: int = 0o755) -> int:
+        """Create ``rel`` and its parents inside the root; returns an O_PATH fd on it."""
+        return self._walk(rel, mode)[0]
+
+    def ensure_file(self, rel: str, links: int = 0) -> int:
         """An O_PATH fd on ``rel`` (created empty if missing, parents too)."""
         try:
             return self.open(rel)
         except FileNotFoundError:
             pass
         parent, _, name = rel.rstrip("/").rpartition("/")
-        pfd = self.mkdir_all(parent)
+        pfd, resolved = self._walk(parent)
         try:
             try:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=pfd))
+                target = os.readlink(name, dir_fd=pfd)
             except OSError:
-                pass  # a dangling symlink or a race: resolve below decides
+                target = None
+            if target is not None:  # a dangling symlink: create what it names, inside the root
+                if links > 40:
+                    raise OSError(40, "too many levels of symbolic links", rel)
+                nxt = target if target.startswith("/") else resolved.rstrip("/") + "/" + target
+                return self.ensure_file(nxt, links + 1)
+            try:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                 dir_fd=pfd))
+            except FileExistsError:
+                pass
         finally:
             os.close(pfd)
         return self.open(rel)
