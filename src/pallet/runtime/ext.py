@@ -7,6 +7,7 @@ resource limits or syscall filtering until the implementation lands. Anything el
 
 from __future__ import annotations
 
+from pallet.errors import RuntimeFailure
 from pallet.runtime import log
 
 TYPE_CHECKING = False
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class Unavailable(Exception):
+class Unavailable(RuntimeFailure):
     """Raised by :func:`require` when the feature is still a stub."""
 
 

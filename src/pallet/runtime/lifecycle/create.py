@@ -195,9 +195,10 @@ def _spawn(c: Container, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
             ext.call(cg.apply, pid)
         ch.send_down("go")
         init_pid = 0
-        inter_done = False
+        inter_done = ready = False
         try:
-            while True:
+            # the intermediate's "pid" and the init's messages can arrive in either order
+            while not (ready and inter_done):
                 tag, payload = ch.recv_up("container setup")
                 if tag == "userns":
                     namespaces.write_id_maps(pid, linux)
@@ -208,14 +209,14 @@ def _spawn(c: Container, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
                     _reap(pid)
                     inter_done = True
                 elif tag == "hooks":
-                    c.data["pid"] = int(payload) if payload else init_pid
+                    c.data["pid"] = int(payload)
                     state = {**c.oci_state(), "status": "creating", "pid": c.data["pid"]}
                     hk = cfg.get("hooks") or {}
                     hooks.run("prestart", hk.get("prestart"), state)
                     hooks.run("createRuntime", hk.get("createRuntime"), state)
                     ch.send_down("hooks-done")
                 elif tag == "ready":
-                    break
+                    ready = True
         finally:
             if not inter_done:
                 try:
@@ -326,7 +327,7 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
     root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts)
     root.close()
     if hooks.has(cfg, "prestart", "createRuntime"):
-        ch.send_up("hooks", "")  # the runtime knows our pid from the intermediate
+        ch.send_up("hooks", str(host_pid))
         ch.expect_down("hooks-done")
     if hooks.has(cfg, "createContainer"):
         state = {**c.oci_state(), "status": "creating", "pid": host_pid}
