@@ -137,3 +137,22 @@ def test_time_namespace_offsets(rt: Runtime) -> None:
     assert lines[1].split() == ["boottime", str(86400 * 365), "0"]
     host_up = int(float(Path("/proc/uptime").read_text().split()[0]))
     assert int(lines[2]) >= host_up + 86400 * 365 - 5
+
+
+def test_no_namespaces_at_all(rt: Runtime) -> None:
+    """Every namespace inherited (runc allows it): the process is chrooted into the rootfs, and the
+    mounts it asked for are made under the rootfs in the host's namespace and removed on delete."""
+    def edit(cfg: dict) -> None:
+        cfg["linux"]["namespaces"] = []
+        cfg.pop("hostname", None)
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] in ("/proc", "/dev")]
+        cfg["root"]["readonly"] = False
+
+    code, out, err = rt.run_output(
+        ["/bin/sh", "-c", "for n in pid net ipc uts mnt cgroup; do readlink /proc/self/ns/$n; done; ls /"],
+        edit=edit)
+    assert code == 0, err
+    lines = out.split()
+    assert lines[:6] == [_ns(n) for n in ("pid", "net", "ipc", "uts", "mnt", "cgroup")]
+    assert "bin" in lines[6:]
+    assert str(rt.rootfs) not in Path("/proc/self/mountinfo").read_text()

@@ -313,19 +313,24 @@ def make_parent_private(rootfs: str) -> None:
         sc.mount(None, best, None, sc.MS_PRIVATE, None)
 
 
-def prepare(cfg: dict[str, Any], rootfs: str, in_userns: bool, cgroup_mounts: Any) -> Root:
-    """Everything before pivot_root: propagation, the rootfs bind, mounts, devices."""
+def prepare(cfg: dict[str, Any], rootfs: str, in_userns: bool, cgroup_mounts: Any,
+            private: bool = True) -> Root:
+    """Everything before pivot_root: propagation, the rootfs bind, mounts, devices.
+
+    ``private`` is False when the container shares the host's mount namespace: then the host's
+    propagation is left alone and the mounts are made under the rootfs as asked."""
     linux = cfg.get("linux") or {}
-    prop = spec.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
-    try:
-        sc.mount(None, "/", None, prop, None)
-    except OSError as e:
-        raise MountError(f"setting / propagation: {e.strerror}") from None
-    make_parent_private(rootfs)
-    try:
-        sc.mount(rootfs, rootfs, "bind", sc.MS_BIND | sc.MS_REC, None)
-    except OSError as e:
-        raise MountError(f"bind-mounting the rootfs {rootfs}: {e.strerror}") from None
+    if private:
+        prop = spec.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+        try:
+            sc.mount(None, "/", None, prop, None)
+        except OSError as e:
+            raise MountError(f"setting / propagation: {e.strerror}") from None
+        make_parent_private(rootfs)
+        try:
+            sc.mount(rootfs, rootfs, "bind", sc.MS_BIND | sc.MS_REC, None)
+        except OSError as e:
+            raise MountError(f"bind-mounting the rootfs {rootfs}: {e.strerror}") from None
     root = Root(rootfs)
     label = linux.get("mountLabel") or ""
     setup_dev = False
@@ -488,11 +493,13 @@ def readonly_root() -> None:
         raise RuntimeFailure(f"making the root read-only: {e.strerror}") from None
 
 
-def finalize(cfg: dict[str, Any]) -> None:
+def finalize(cfg: dict[str, Any], own_mntns: bool = True) -> None:
     """After pivot_root: sysctls, read-only and masked paths, read-only root."""
     linux = cfg.get("linux") or {}
     if linux.get("sysctl"):
         write_sysctls(linux["sysctl"])
+    if not own_mntns:
+        return  # these would change the host's mounts
     for p in linux.get("readonlyPaths") or []:
         readonly_path(p)
     for p in linux.get("maskedPaths") or []:
@@ -500,3 +507,21 @@ def finalize(cfg: dict[str, Any]) -> None:
     if (cfg.get("root") or {}).get("readonly"):
         readonly_root()
     log.debug("rootfs finalized")
+
+
+def unmount_under(rootfs: str) -> None:
+    """Detach every mount at or below ``rootfs`` (a container that shared the host's mount ns)."""
+    if not rootfs:
+        return
+    prefix = rootfs.rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return
+    points = [ln.split()[4].replace("\\040", " ") for ln in lines]
+    for mp in sorted({p for p in points if p == rootfs or p.startswith(prefix)}, key=len, reverse=True):
+        try:
+            sc.umount2(mp, sc.MNT_DETACH)
+        except OSError:
+            pass

@@ -78,8 +78,6 @@ def create(opts: CreateOptions) -> Container:
     if linux.get("sysctl") and ns.get("network", "absent") == "absent" and any(
             k.startswith("net.") for k in linux["sysctl"]):
         raise RuntimeFailure("sysctl net.*: requires a network namespace of its own")
-    if "mount" not in ns:
-        raise RuntimeFailure("a mount namespace is required (linux.namespaces has no \"mount\")")
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
@@ -149,6 +147,8 @@ def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
         _wait_gone(pid)
     if cg is not None:
         ext.call(cg.destroy)
+    if "mount" not in spec.namespaces(c.data.get("config") or {}):
+        rfs.unmount_under(c.data.get("rootfs") or "")
     rmtree(c.dir)
 
 
@@ -324,7 +324,10 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
         mgr = ext.call(cgroups.manager, linux.get("cgroupsPath"), opts.id)
         if mgr is not None:
             cg_mounts = ext.call(mgr.mounts_for_container)
-    root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts)
+    own_mntns = "mount" in ns
+    # without a mount namespace of its own (as runc) the mounts land in the host's, under the
+    # rootfs; delete unmounts them
+    root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts, private=own_mntns)
     root.close()
     if hooks.has(cfg, "prestart", "createRuntime"):
         ch.send_up("hooks", str(host_pid))
@@ -332,12 +335,16 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
     if hooks.has(cfg, "createContainer"):
         state = {**c.oci_state(), "status": "creating", "pid": host_pid}
         hooks.run("createContainer", (cfg.get("hooks") or {}).get("createContainer"), state)
-    rfs.pivot(rootfs, opts.no_pivot)
+    if own_mntns:
+        rfs.pivot(rootfs, opts.no_pivot)
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
     if console_fd >= 0:
         from pallet.runtime import console
         user = proc.get("user") or {}
         console.setup(console_fd, proc.get("consoleSize"), int(user.get("uid", 0)), int(user.get("gid", 0)))
-    rfs.finalize(cfg)
+    rfs.finalize(cfg, own_mntns)
     if cfg.get("hostname"):
         sc.sethostname(cfg["hostname"])
     if cfg.get("domainname"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from pallet.errors import RuntimeFailure
-from pallet.runtime import ext, hooks, log
+from pallet.runtime import ext, hooks, log, spec
 from pallet.runtime.lifecycle.create import _wait_gone
 from pallet.runtime.lifecycle.kill import container_pids
 from pallet.runtime.state import Container, rmtree
@@ -42,6 +42,9 @@ def destroy(c: Container) -> None:
             except ProcessLookupError:
                 pass
         ext.call(mgr.destroy)
+    if "mount" not in spec.namespaces(cfg):
+        from pallet.runtime import rootfs
+        rootfs.unmount_under(c.data.get("rootfs") or "")
     state = {**c.oci_state(), "status": "stopped"}
     rmtree(c.dir)
     if os.path.exists(c.dir):
