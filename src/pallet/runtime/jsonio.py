@@ -31,7 +31,9 @@ class JSONError(ValueError):
 
 def loads(text: str | bytes) -> Any:
     if isinstance(text, bytes):
-        text = text.decode("utf-8-sig")
+        text = text.decode()  # "utf-8-sig" would import a codec module: strip a BOM by hand
+    if text[:1] == "\ufeff":
+        text = text[1:]
     n = len(text)
     i = 0
     while i < n and text[i] in " \t\r\n":
