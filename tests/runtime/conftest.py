@@ -63,18 +63,28 @@ class Runtime:
         self.exe = runtime_binary()
         self.n = 0
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
-                 **kw: Any) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         # files, not pipes: a container started by create/run --detach inherits (and keeps) them
         self.n += 1
         out, err = self.tmp / f".out{self.n}", self.tmp / f".err{self.n}"
         with open(out, "w+") as fo, open(err, "w+") as fe:
-            proc = subprocess.run([self.exe, "--root", str(self.root), *args], stdout=fo, stderr=fe, text=True,
-                                  timeout=timeout, input=input, **kw)
+            proc = subprocess.run(
+                [self.exe, "--root", str(self.root), *args],
+                stdout=fo,
+                stderr=fe,
+                text=True,
+                timeout=timeout,
+                input=input,
+                **kw,
+            )
         res = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text())
         if check and res.returncode != 0:
-            raise AssertionError(f"pallet-runtime {' '.join(args)} exited {res.returncode}: "
-                                 f"{res.stderr.strip()} {res.stdout.strip()}")
+            raise AssertionError(
+                f"pallet-runtime {' '.join(args)} exited {res.returncode}: "
+                f"{res.stderr.strip()} {res.stdout.strip()}"
+            )
         return res
 
     def bundle(self, args: list[str] | None = None, *, edit: Any = None, name: str | None = None) -> Path:
@@ -95,7 +105,8 @@ class Runtime:
         b = self.bundle(args, edit=edit)
         self.n += 1
         res = self(  # the container writes straight to our pipes
-            "run", "--bundle", str(b), cid or f"c{os.getpid()}-{self.n}", check=False)
+            "run", "--bundle", str(b), cid or f"c{os.getpid()}-{self.n}", check=False
+        )
         return res.returncode, res.stdout, res.stderr
 
     def state(self, cid: str) -> dict[str, Any]:
@@ -142,6 +153,7 @@ def userns_rootfs(rootfs_bundle: Path) -> Iterator[Path]:
     """A copy of the rootfs under a world-searchable dir: a mapped root (host uid 100000...) must be
     able to reach it, and pytest's tmp dirs are 0700."""
     import tempfile
+
     d = Path(tempfile.mkdtemp(prefix="pallet-rt-userns-"))
     try:
         d.chmod(0o755)

@@ -12,10 +12,25 @@ from tests.runtime.conftest import Runtime, runtime_binary
 def test_features_is_runtime_spec_json(rt: Runtime) -> None:
     f = json.loads(rt("features").stdout)
     assert f["ociVersionMin"] == "1.0.0"
-    assert set(f["hooks"]) == {"prestart", "createRuntime", "createContainer", "startContainer",
-                               "poststart", "poststop"}
+    assert set(f["hooks"]) == {
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    }
     assert {"rbind", "ro", "nosuid", "rprivate", "tmpcopyup"} <= set(f["mountOptions"])
-    assert set(f["linux"]["namespaces"]) == {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
+    assert set(f["linux"]["namespaces"]) == {
+        "pid",
+        "network",
+        "mount",
+        "ipc",
+        "uts",
+        "user",
+        "cgroup",
+        "time",
+    }
     caps = f["linux"]["capabilities"]
     assert "CAP_SYS_ADMIN" in caps and "CAP_CHOWN" in caps
     assert f["linux"]["apparmor"] == {"enabled": False}
@@ -76,8 +91,21 @@ def test_bad_config_is_one_clear_line(rt: Runtime, tmp_path: Path) -> None:
 
 def test_log_json_format(rt: Runtime, tmp_path: Path) -> None:
     log = tmp_path / "log.json"
-    res = subprocess.run([runtime_binary(), "--root", str(rt.root), "--log", str(log), "--log-format", "json",
-                          "state", "ghost"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            runtime_binary(),
+            "--root",
+            str(rt.root),
+            "--log",
+            str(log),
+            "--log-format",
+            "json",
+            "state",
+            "ghost",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert entries[-1]["level"] == "error" and "ghost" in entries[-1]["msg"] and entries[-1]["time"]

@@ -25,12 +25,32 @@ class Podman:
         self.env = dict(os.environ, CONTAINERS_CONF=str(base / "containers.conf"))
 
     def argv(self, *args: str) -> list[str]:
-        return ["podman", "--root", str(self.base / "root"), "--runroot", str(self.base / "run"),
-                "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--runtime", runtime_binary(), *args]
+        return [
+            "podman",
+            "--root",
+            str(self.base / "root"),
+            "--runroot",
+            str(self.base / "run"),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--runtime",
+            runtime_binary(),
+            *args,
+        ]
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
         return res
@@ -43,7 +63,8 @@ def podman(tmp_path_factory: pytest.TempPathFactory, small_layout: Path) -> Iter
     base = tmp_path_factory.mktemp("rt-podman")
     (base / "containers.conf").write_text(
         '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
-        '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n')
+        '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n'
+    )
     pm = Podman(base, "")
     out = pm("pull", "-q", f"oci:{small_layout}:latest").stdout.split()
     pm.image = out[-1]
@@ -51,8 +72,22 @@ def podman(tmp_path_factory: pytest.TempPathFactory, small_layout: Path) -> Iter
         yield pm
     finally:
         pm("rm", "-af", "-t", "0", check=False)
-        subprocess.run(["podman", "--root", str(base / "root"), "--runroot", str(base / "run"),
-                        "--storage-driver", "vfs", "system", "reset", "-f"], capture_output=True, env=pm.env)
+        subprocess.run(
+            [
+                "podman",
+                "--root",
+                str(base / "root"),
+                "--runroot",
+                str(base / "run"),
+                "--storage-driver",
+                "vfs",
+                "system",
+                "reset",
+                "-f",
+            ],
+            capture_output=True,
+            env=pm.env,
+        )
 
 
 def test_podman_run_rm(podman: Podman) -> None:
@@ -114,17 +149,47 @@ def test_buildah_run(tmp_path: Path, small_layout: Path) -> None:
     if shutil.which("buildah") is None:
         pytest.skip("buildah is not installed")
     env = dict(os.environ)
-    b = ["buildah", "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"), "--storage-driver", "vfs"]
-    ctr = subprocess.run([*b, "from", "-q", f"oci:{small_layout}:latest"], capture_output=True, text=True,
-                         check=True, env=env).stdout.strip()
+    b = [
+        "buildah",
+        "--root",
+        str(tmp_path / "root"),
+        "--runroot",
+        str(tmp_path / "run"),
+        "--storage-driver",
+        "vfs",
+    ]
+    ctr = subprocess.run(
+        [*b, "from", "-q", f"oci:{small_layout}:latest"], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
     try:
-        res = subprocess.run([*b, "run", "--runtime", runtime_binary(), "--isolation", "oci", ctr, "--",
-                              "sh", "-c", "echo buildah-ok; touch /made-by-run"], capture_output=True, text=True,
-                             env=env, timeout=120)
+        res = subprocess.run(
+            [
+                *b,
+                "run",
+                "--runtime",
+                runtime_binary(),
+                "--isolation",
+                "oci",
+                ctr,
+                "--",
+                "sh",
+                "-c",
+                "echo buildah-ok; touch /made-by-run",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == "buildah-ok"
-        res = subprocess.run([*b, "run", "--runtime", runtime_binary(), ctr, "--", "ls", "/made-by-run"],
-                             capture_output=True, text=True, env=env, timeout=120)
+        res = subprocess.run(
+            [*b, "run", "--runtime", runtime_binary(), ctr, "--", "ls", "/made-by-run"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert res.stdout.strip() == "/made-by-run", res.stderr
     finally:
         subprocess.run([*b, "rm", ctr], capture_output=True, env=env)
@@ -141,7 +206,8 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
         'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
         f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n'
-        f'[debug]\n  address = "{base}/debug.sock"\n[metrics]\n  address = ""\n')
+        f'[debug]\n  address = "{base}/debug.sock"\n[metrics]\n  address = ""\n'
+    )
     log = open(base / "containerd.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")], stdout=log, stderr=log)
     try:
@@ -154,8 +220,10 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             time.sleep(0.1)
         yield sock
     finally:
-        subprocess.run(["ctr", "-a", str(sock), "-n", "pallet-rt", "tasks", "kill", "-a", "-s", "KILL"],
-                       capture_output=True)
+        subprocess.run(
+            ["ctr", "-a", str(sock), "-n", "pallet-rt", "tasks", "kill", "-a", "-s", "KILL"],
+            capture_output=True,
+        )
         proc.terminate()
         try:
             proc.wait(15)
@@ -173,13 +241,25 @@ def test_ctr_run_with_runc_binary(containerd: Path, tmp_path: Path, small_layout
     with tarfile.open(archive, "w") as tf:
         for p in sorted(small_layout.iterdir()):
             tf.add(p, arcname=p.name)
-    subprocess.run([*ctr, "images", "import", "--index-name", "pallet-rt/small:latest", str(archive)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [*ctr, "images", "import", "--index-name", "pallet-rt/small:latest", str(archive)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     ref = "pallet-rt/small:latest"
-    res = subprocess.run([*ctr, "run", "--rm", "--runc-binary", runtime_binary(), ref, "ctr-ok", "echo", "ctr-ok"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*ctr, "run", "--rm", "--runc-binary", runtime_binary(), ref, "ctr-ok", "echo", "ctr-ok"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ctr-ok"
-    res = subprocess.run([*ctr, "run", "--rm", "--runc-binary", runtime_binary(), ref, "ctr-exit", "sh", "-c",
-                          "exit 5"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*ctr, "run", "--rm", "--runc-binary", runtime_binary(), ref, "ctr-exit", "sh", "-c", "exit 5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 5, res.stderr

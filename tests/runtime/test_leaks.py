@@ -30,7 +30,9 @@ def test_create_start_delete_cycles_leave_nothing(rt: Runtime, tmp_path: Path) -
     ours = (str(tmp_path), str(rt.rootfs))
 
     def our_mounts() -> list[str]:
-        return [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if any(p in ln for p in ours)]
+        return [
+            ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if any(p in ln for p in ours)
+        ]
 
     mounts_before = our_mounts()
     fds_before = sorted(os.listdir("/proc/self/fd"))
@@ -47,10 +49,11 @@ def test_create_start_delete_cycles_leave_nothing(rt: Runtime, tmp_path: Path) -
                 assert r.returncode == 0, f"{args[0]} {cid}: {err.read()}"
 
         def stopped() -> bool:
-            r = subprocess.run(base + ["state", cid], capture_output=True, text=True)
+            r = subprocess.run([*base, "state", cid], capture_output=True, text=True)
             return '"stopped"' in r.stdout
+
         wait_for(stopped, 30, f"{cid} stopped")
-        r = subprocess.run(base + ["delete", cid], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([*base, "delete", cid], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
 
     with ThreadPoolExecutor(10) as pool:

@@ -70,12 +70,15 @@ def test_run_exit_status_and_output(rt: Runtime) -> None:
 def test_run_forwards_signals_and_reports_kill(rt: Runtime, tmp_path: Path) -> None:
     b = rt.bundle(["/bin/sh", "-c", "trap 'exit 42' TERM; sleep 30 & wait"])
     with open(tmp_path / "o", "w") as out:
-        p = subprocess.Popen([rt.exe, "--root", str(rt.root), "run", "--bundle", str(b), "sig"],
-                             stdout=out, stderr=out)
+        p = subprocess.Popen(
+            [rt.exe, "--root", str(rt.root), "run", "--bundle", str(b), "sig"], stdout=out, stderr=out
+        )
         try:
-            wait_for(lambda: (rt.root / "sig").exists() and rt.state("sig")["status"] == "running",
-                     what="running")
+            wait_for(
+                lambda: (rt.root / "sig").exists() and rt.state("sig")["status"] == "running", what="running"
+            )
             import time
+
             time.sleep(0.2)  # let sh install its trap
             p.send_signal(15)
             assert p.wait(10) == 42
@@ -84,11 +87,14 @@ def test_run_forwards_signals_and_reports_kill(rt: Runtime, tmp_path: Path) -> N
             p.wait()
     b2 = rt.bundle(["sleep", "30"])
     with open(tmp_path / "o2", "w") as out:
-        p = subprocess.Popen([rt.exe, "--root", str(rt.root), "run", "--bundle", str(b2), "sig2"],
-                             stdout=out, stderr=out)
+        p = subprocess.Popen(
+            [rt.exe, "--root", str(rt.root), "run", "--bundle", str(b2), "sig2"], stdout=out, stderr=out
+        )
         try:
-            wait_for(lambda: (rt.root / "sig2").exists() and rt.state("sig2")["status"] == "running",
-                     what="running")
+            wait_for(
+                lambda: (rt.root / "sig2").exists() and rt.state("sig2")["status"] == "running",
+                what="running",
+            )
             rt("kill", "sig2", "SIGKILL")
             assert p.wait(10) == 128 + 9
         finally:
@@ -129,14 +135,16 @@ def test_hooks_run_in_order_with_state(rt: Runtime, tmp_path: Path) -> None:
         # each records its name, $0/arg and the state it got on stdin
         hooks[kind] = [_hook(tmp_path, kind, f'echo "{kind} $0 $1 $(cat)" >> {log}')]
     # startContainer's path resolves inside the container: the hook dir is bind-mounted at /hooks
-    hooks["startContainer"] = [_hook(tmp_path, "startContainer", 'echo "startContainer $0 $1 $(cat)" >> '
-                                                                  '/hooks/hooks.log')]
+    hooks["startContainer"] = [
+        _hook(tmp_path, "startContainer", 'echo "startContainer $0 $1 $(cat)" >> /hooks/hooks.log')
+    ]
     hooks["startContainer"][0]["path"] = "/hooks/startContainer.sh"
 
     def edit(cfg: dict) -> None:
         cfg["hooks"] = hooks
-        cfg["mounts"].append({"destination": "/hooks", "type": "bind", "source": str(tmp_path),
-                              "options": ["rbind"]})
+        cfg["mounts"].append(
+            {"destination": "/hooks", "type": "bind", "source": str(tmp_path), "options": ["rbind"]}
+        )
 
     b = rt.bundle(["true"], edit=edit)
     rt("create", "--bundle", str(b), "hk")
@@ -160,8 +168,12 @@ def test_failing_hook_removes_everything(rt: Runtime, tmp_path: Path) -> None:
         cfg["hooks"] = {"createRuntime": [_hook(tmp_path, "bad", "echo broken >&2; exit 3")]}
 
     def ours() -> list[str]:
-        return [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-                if str(rt.tmp) in ln or str(rt.rootfs) in ln]
+        return [
+            ln
+            for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+            if str(rt.tmp) in ln or str(rt.rootfs) in ln
+        ]
+
     before = ours()
     res = rt("create", "--bundle", str(rt.bundle(["sleep", "60"], edit=edit)), "hkfail", check=False)
     assert res.returncode == 1

@@ -14,12 +14,14 @@ def _ns(name: str) -> str:
 
 def test_new_namespaces_differ_from_host(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
-        cfg["linux"]["namespaces"] = [{"type": t} for t in
-                                      ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+        cfg["linux"]["namespaces"] = [
+            {"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")
+        ]
 
     code, out, err = rt.run_output(
         ["/bin/sh", "-c", "for n in pid net ipc uts mnt cgroup; do readlink /proc/self/ns/$n; done; echo $$"],
-        edit=edit)
+        edit=edit,
+    )
     assert code == 0, err
     lines = out.split()
     for name, inside in zip(("pid", "net", "ipc", "uts", "mnt", "cgroup"), lines, strict=False):
@@ -32,8 +34,9 @@ def test_shared_namespaces_when_not_listed(rt: Runtime) -> None:
         cfg["linux"]["namespaces"] = [{"type": "mount"}]
         cfg.pop("hostname", None)
 
-    code, out, err = rt.run_output(["/bin/sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/uts"],
-                                   edit=edit)
+    code, out, err = rt.run_output(
+        ["/bin/sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/uts"], edit=edit
+    )
     assert code == 0, err
     assert out.split() == [_ns("net"), _ns("uts")]
 
@@ -74,8 +77,9 @@ def test_join_namespace_by_path(rt: Runtime) -> None:
             if n["type"] in ("network", "ipc"):
                 n["path"] = f"/proc/{pid}/ns/{'net' if n['type'] == 'network' else 'ipc'}"
 
-    code, out, err = rt.run_output(["/bin/sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"],
-                                   edit=edit)
+    code, out, err = rt.run_output(
+        ["/bin/sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"], edit=edit
+    )
     assert code == 0, err
     assert out.split() == [net, ipc]
 
@@ -98,7 +102,8 @@ def test_user_namespace_mappings(rt: Runtime, userns_rootfs: Path) -> None:
         cfg["process"]["user"] = {"uid": 0, "gid": 0}
 
     code, out, err = rt.run_output(
-        ["/bin/sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; ls -ln /dev/null"], edit=edit)
+        ["/bin/sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; ls -ln /dev/null"], edit=edit
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["0", "100000", "65536"]
@@ -129,8 +134,9 @@ def test_time_namespace_offsets(rt: Runtime) -> None:
         cfg["linux"]["namespaces"].append({"type": "time"})
         cfg["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365}, "monotonic": {"secs": 1000}}
 
-    code, out, err = rt.run_output(["/bin/sh", "-c", "cat /proc/self/timens_offsets; cut -d. -f1 /proc/uptime"],
-                                   edit=edit)
+    code, out, err = rt.run_output(
+        ["/bin/sh", "-c", "cat /proc/self/timens_offsets; cut -d. -f1 /proc/uptime"], edit=edit
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["monotonic", "1000", "0"]
@@ -142,6 +148,7 @@ def test_time_namespace_offsets(rt: Runtime) -> None:
 def test_no_namespaces_at_all(rt: Runtime) -> None:
     """Every namespace inherited (runc allows it): the process is chrooted into the rootfs, and the
     mounts it asked for are made under the rootfs in the host's namespace and removed on delete."""
+
     def edit(cfg: dict) -> None:
         cfg["linux"]["namespaces"] = []
         cfg.pop("hostname", None)
@@ -150,7 +157,8 @@ def test_no_namespaces_at_all(rt: Runtime) -> None:
 
     code, out, err = rt.run_output(
         ["/bin/sh", "-c", "for n in pid net ipc uts mnt cgroup; do readlink /proc/self/ns/$n; done; ls /"],
-        edit=edit)
+        edit=edit,
+    )
     assert code == 0, err
     lines = out.split()
     assert lines[:6] == [_ns(n) for n in ("pid", "net", "ipc", "uts", "mnt", "cgroup")]

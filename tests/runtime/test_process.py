@@ -15,8 +15,15 @@ import pytest
 
 from tests.runtime.conftest import Runtime, wait_for
 
-CAP_BITS = {"CAP_CHOWN": 0, "CAP_KILL": 5, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13,
-            "CAP_SYS_ADMIN": 21, "CAP_AUDIT_WRITE": 29, "CAP_SYS_PTRACE": 19}
+CAP_BITS = {
+    "CAP_CHOWN": 0,
+    "CAP_KILL": 5,
+    "CAP_NET_BIND_SERVICE": 10,
+    "CAP_NET_RAW": 13,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_AUDIT_WRITE": 29,
+    "CAP_SYS_PTRACE": 19,
+}
 
 
 def _status(out: str) -> dict[str, str]:
@@ -35,7 +42,9 @@ def test_args_env_cwd(rt: Runtime) -> None:
         cfg["process"]["env"] = ["PATH=/bin:/usr/bin", "FOO=bar baz"]
         cfg["process"]["cwd"] = "/tmp"
 
-    code, out, err = rt.run_output(["/bin/sh", "-c", 'echo "$FOO|$HOME|$(pwd)|$0|$1"', "zero", "one"], edit=edit)
+    code, out, err = rt.run_output(
+        ["/bin/sh", "-c", 'echo "$FOO|$HOME|$(pwd)|$0|$1"', "zero", "one"], edit=edit
+    )
     assert code == 0, err
     assert out.strip() == "bar baz|/root|/tmp|zero|one"
 
@@ -43,11 +52,18 @@ def test_args_env_cwd(rt: Runtime) -> None:
 def test_user_groups_umask(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
         cfg["process"]["user"] = {"uid": 1234, "gid": 99, "additionalGids": [5, 77], "umask": 0o027}
-        cfg["mounts"].append({"destination": "/w", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]})
+        cfg["mounts"].append(
+            {"destination": "/w", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]}
+        )
 
     code, out, err = rt.run_output(
-        ["/bin/sh", "-c", "id -u; id -g; id -G; touch /w/f; stat -c %a /w/f; grep -E '^(Uid|Gid|Groups)' "
-                          "/proc/self/status"], edit=edit)
+        [
+            "/bin/sh",
+            "-c",
+            "id -u; id -g; id -G; touch /w/f; stat -c %a /w/f; grep -E '^(Uid|Gid|Groups)' /proc/self/status",
+        ],
+        edit=edit,
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[:3] == ["1234", "99", "99 5 77"]
@@ -81,8 +97,9 @@ def test_capabilities_of_non_root_user(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
         caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"]
         cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
-        cfg["process"]["capabilities"] = {k: caps for k in
-                                          ("bounding", "effective", "permitted", "inheritable", "ambient")}
+        cfg["process"]["capabilities"] = {
+            k: caps for k in ("bounding", "effective", "permitted", "inheritable", "ambient")
+        }
 
     code, out, err = rt.run_output(["cat", "/proc/self/status"], edit=edit)
     assert code == 0, err
@@ -105,17 +122,21 @@ def test_oom_score_adj(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
         cfg["process"]["oomScoreAdj"] = 517
 
-    code, out, _ = rt.run_output(["cat", "/proc/self/oom_score_adj"], edit=edit)
+    _code, out, _ = rt.run_output(["cat", "/proc/self/oom_score_adj"], edit=edit)
     assert out.strip() == "517"
 
 
 def test_rlimits_applied(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
-        cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
-                                     {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}]
+        cfg["process"]["rlimits"] = [
+            {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+        ]
 
-    code, out, err = rt.run_output(["/bin/sh", "-c", "grep -E 'core file' /proc/self/limits; grep 'open files' /proc/self/limits"],
-                                   edit=edit)
+    code, out, err = rt.run_output(
+        ["/bin/sh", "-c", "grep -E 'core file' /proc/self/limits; grep 'open files' /proc/self/limits"],
+        edit=edit,
+    )
     assert code == 0, err
     rows = {" ".join(ln.split()[:3]): ln.split()[3:5] for ln in out.splitlines()}
     assert rows["Max open files"] == ["100", "200"]
@@ -124,13 +145,14 @@ def test_rlimits_applied(rt: Runtime) -> None:
 
 def test_rlimit_above_host_hard_limit_is_a_clear_error(rt: Runtime) -> None:
     import resource
+
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     ask = 1 << 30 if hard == resource.RLIM_INFINITY else hard * 1024
 
     def edit(cfg: dict) -> None:
         cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": ask, "hard": ask}]
 
-    code, out, err = rt.run_output(["true"], edit=edit)
+    code, _out, err = rt.run_output(["true"], edit=edit)
     assert code == 1
     assert "RLIMIT_NOFILE" in err and "Traceback" not in err
     assert err.strip().count("\n") == 0
@@ -142,9 +164,17 @@ def test_only_stdio_fds_and_cwd_inside_root(rt: Runtime, tmp_path: Path) -> None
     leak = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)  # an inheritable-looking fd in our process
     os.set_inheritable(leak, True)
     try:
-        b = rt.bundle(["/bin/sh", "-c", "ls /proc/self/fd; readlink /proc/self/cwd; readlink /proc/self/root"])
-        res = subprocess.run([rt.exe, "--root", str(rt.root), "run", "--bundle", str(b), "fds"],
-                             capture_output=True, text=True, close_fds=False, cwd=tmp_path, timeout=30)
+        b = rt.bundle(
+            ["/bin/sh", "-c", "ls /proc/self/fd; readlink /proc/self/cwd; readlink /proc/self/root"]
+        )
+        res = subprocess.run(
+            [rt.exe, "--root", str(rt.root), "run", "--bundle", str(b), "fds"],
+            capture_output=True,
+            text=True,
+            close_fds=False,
+            cwd=tmp_path,
+            timeout=30,
+        )
     finally:
         os.close(leak)
     assert res.returncode == 0, res.stderr
@@ -159,12 +189,14 @@ def test_preserve_fds_and_listen_fds(rt: Runtime, tmp_path: Path) -> None:
     (tmp_path / "b").write_text("fd four\n")
     b = rt.bundle(["/bin/sh", "-c", "cat <&3; cat <&4; echo $LISTEN_FDS $LISTEN_PID; ls /proc/self/fd"])
     # a parent that hands fds 3 and 4 over, as systemd socket activation (LISTEN_FDS=1) would
-    script = (f"import os,subprocess,sys\n"
-              f"os.dup2(os.open({str(tmp_path / 'a')!r}, os.O_RDONLY), 3)\n"
-              f"os.dup2(os.open({str(tmp_path / 'b')!r}, os.O_RDONLY), 4)\n"
-              f"env=dict(os.environ, LISTEN_FDS='1')\n"
-              f"sys.exit(subprocess.run([{rt.exe!r},'--root',{str(rt.root)!r},'run','--preserve-fds','1',"
-              f"'--bundle',{str(b)!r},'pfd'], pass_fds=(3,4), env=env).returncode)\n")
+    script = (
+        f"import os,subprocess,sys\n"
+        f"os.dup2(os.open({str(tmp_path / 'a')!r}, os.O_RDONLY), 3)\n"
+        f"os.dup2(os.open({str(tmp_path / 'b')!r}, os.O_RDONLY), 4)\n"
+        f"env=dict(os.environ, LISTEN_FDS='1')\n"
+        f"sys.exit(subprocess.run([{rt.exe!r},'--root',{str(rt.root)!r},'run','--preserve-fds','1',"
+        f"'--bundle',{str(b)!r},'pfd'], pass_fds=(3,4), env=env).returncode)\n"
+    )
     res = subprocess.run(["python3", "-c", script], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -238,22 +270,42 @@ def test_terminal_without_console_socket_is_refused(rt: Runtime) -> None:
 def test_exec_runs_in_the_container(rt: Runtime, tmp_path: Path) -> None:
     rt("run", "--detach", "--bundle", str(rt.bundle(["sleep", "60"])), "ex")
     init = rt.state("ex")["pid"]
-    res = rt("exec", "ex", "/bin/sh", "-c",
-             "echo $$; readlink /proc/self/ns/net; hostname; pwd; ls /proc/self/fd; id -u")
+    res = rt(
+        "exec",
+        "ex",
+        "/bin/sh",
+        "-c",
+        "echo $$; readlink /proc/self/ns/net; hostname; pwd; ls /proc/self/fd; id -u",
+    )
     lines = res.stdout.split()
     assert lines[0] != "1" and int(lines[0]) > 1
     assert lines[1] == os.readlink(f"/proc/{init}/ns/net")
     assert lines[2] == "umoci-default" and lines[3] == "/"
     assert lines[4:8] == ["0", "1", "2", "3"] and lines[8] == "0"
-    res = rt("exec", "--user", "1000:1000", "--cwd", "/tmp", "--env", "X=1", "ex", "/bin/sh", "-c",
-             "id -u; id -g; pwd; echo $X")
+    res = rt(
+        "exec",
+        "--user",
+        "1000:1000",
+        "--cwd",
+        "/tmp",
+        "--env",
+        "X=1",
+        "ex",
+        "/bin/sh",
+        "-c",
+        "id -u; id -g; pwd; echo $X",
+    )
     assert res.stdout.split() == ["1000", "1000", "/tmp", "1"]
     res = rt("exec", "ex", "/bin/sh", "-c", "exit 9", check=False)
     assert res.returncode == 9
     res = rt("exec", "ex", "nosuchcmd", check=False)
     assert res.returncode != 0 and "executable file not found" in res.stderr
-    proc = {"args": ["/bin/sh", "-c", "echo from-json $Y"], "env": ["Y=2", "PATH=/bin"], "cwd": "/",
-            "user": {"uid": 0, "gid": 0}}
+    proc = {
+        "args": ["/bin/sh", "-c", "echo from-json $Y"],
+        "env": ["Y=2", "PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
     (tmp_path / "p.json").write_text(json.dumps(proc))
     assert rt("exec", "--process", str(tmp_path / "p.json"), "ex").stdout.strip() == "from-json 2"
     pidf = tmp_path / "exec.pid"
@@ -273,10 +325,16 @@ def test_runtime_is_not_reachable_from_the_container(rt: Runtime) -> None:
     """CVE-2019-5736 class: while the init is ours (before exec), it is non-dumpable, so even root in
     the container cannot open /proc/1/exe (the Python interpreter) or its fds."""
     rt("create", "--bundle", str(rt.bundle(["sleep", "60"])), "dump")
-    res = rt("exec", "dump", "/bin/sh", "-c",
-             "readlink /proc/1/exe || echo exe-denied; for f in /proc/1/fd/*; do readlink $f && echo LEAK; done; "
-             "cat /proc/1/environ >/dev/null || echo env-denied; "
-             "cat /proc/1/cmdline | tr '\\0' ' '", check=False)
+    res = rt(
+        "exec",
+        "dump",
+        "/bin/sh",
+        "-c",
+        "readlink /proc/1/exe || echo exe-denied; for f in /proc/1/fd/*; do readlink $f && echo LEAK; done; "
+        "cat /proc/1/environ >/dev/null || echo env-denied; "
+        "cat /proc/1/cmdline | tr '\\0' ' '",
+        check=False,
+    )
     assert "exe-denied" in res.stdout and "env-denied" in res.stdout, res.stdout + res.stderr
     assert "LEAK" not in res.stdout
     assert "python" in res.stdout  # pid 1 really is the runtime's init, waiting for start
@@ -300,8 +358,13 @@ def test_selinux_label_on_host_without_selinux(rt: Runtime) -> None:
 
 
 def test_kill_signals(rt: Runtime) -> None:
-    rt("run", "--detach", "--bundle",
-       str(rt.bundle(["/bin/sh", "-c", "trap 'echo usr1 > /dev/shm/u; exit 3' USR1; sleep 60 & wait"])), "k")
+    rt(
+        "run",
+        "--detach",
+        "--bundle",
+        str(rt.bundle(["/bin/sh", "-c", "trap 'echo usr1 > /dev/shm/u; exit 3' USR1; sleep 60 & wait"])),
+        "k",
+    )
     time.sleep(0.3)
     rt("kill", "k", "USR1")
     wait_for(lambda: rt.state("k")["status"] == "stopped", what="stopped after USR1")

@@ -17,10 +17,12 @@ import pytest
 
 from tests.runtime.conftest import Runtime, pid_alive, wait_for
 
-needs_cgroups = pytest.mark.xfail(raises=AssertionError, strict=False,
-                                  reason="needs cgroups/seccomp implementation")
-needs_seccomp = pytest.mark.xfail(raises=AssertionError, strict=False,
-                                  reason="needs cgroups/seccomp implementation")
+needs_cgroups = pytest.mark.xfail(
+    raises=AssertionError, strict=False, reason="needs cgroups/seccomp implementation"
+)
+needs_seccomp = pytest.mark.xfail(
+    raises=AssertionError, strict=False, reason="needs cgroups/seccomp implementation"
+)
 
 # a container that bumps a counter in a host-visible file every 50 ms
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /out/n; sleep 0.05; done"
@@ -28,7 +30,10 @@ COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /out/n; sleep 0.05; done"
 
 def _with_out(tmp: Path):
     def edit(cfg: dict) -> None:
-        cfg["mounts"].append({"destination": "/out", "type": "bind", "source": str(tmp), "options": ["rbind"]})
+        cfg["mounts"].append(
+            {"destination": "/out", "type": "bind", "source": str(tmp), "options": ["rbind"]}
+        )
+
     return edit
 
 
@@ -61,14 +66,24 @@ def test_pause_resume(rt: Runtime, tmp_path: Path) -> None:
 @needs_cgroups
 def test_cgroup_limits_seen_from_inside(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
-        cfg["linux"]["resources"] = {"memory": {"limit": 128 * 1024 * 1024}, "pids": {"limit": 77},
-                                     "cpu": {"shares": 512}, "devices": [{"allow": False, "access": "rwm"}]}
+        cfg["linux"]["resources"] = {
+            "memory": {"limit": 128 * 1024 * 1024},
+            "pids": {"limit": 77},
+            "cpu": {"shares": 512},
+            "devices": [{"allow": False, "access": "rwm"}],
+        }
         cfg["linux"]["cgroupsPath"] = f"/pallet-rt-test/limits-{os.getpid()}"
         cfg["linux"]["namespaces"].append({"type": "cgroup"})
 
     code, out, err = rt.run_output(
-        ["/bin/sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
-                          "/sys/fs/cgroup/cpu/cpu.shares; cat /proc/self/cgroup"], edit=edit)
+        [
+            "/bin/sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+            "/sys/fs/cgroup/cpu/cpu.shares; cat /proc/self/cgroup",
+        ],
+        edit=edit,
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[:3] == [str(128 * 1024 * 1024), "77", "512"]
@@ -84,7 +99,9 @@ def test_update_live(rt: Runtime, tmp_path: Path) -> None:
 
     rt("run", "--detach", "--bundle", str(rt.bundle(["sleep", "60"], edit=edit)), "up")
     rt("update", "--memory", "64m", "--pids-limit", "50", "up")
-    res = rt("exec", "up", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max")
+    res = rt(
+        "exec", "up", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max"
+    )
     assert res.stdout.split() == [str(64 * 1024 * 1024), "50"]
     (tmp_path / "r.json").write_text(json.dumps({"pids": {"limit": 42}}))
     rt("update", "-r", str(tmp_path / "r.json"), "up")
@@ -110,8 +127,13 @@ def test_kill_all(rt: Runtime) -> None:
         # no pid namespace of its own: only the cgroup knows which processes are the container's
         cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "pid"]
 
-    rt("run", "--detach", "--bundle", str(rt.bundle(["/bin/sh", "-c", "sleep 60 & sleep 61 & wait"], edit=edit)),
-       "ka")
+    rt(
+        "run",
+        "--detach",
+        "--bundle",
+        str(rt.bundle(["/bin/sh", "-c", "sleep 60 & sleep 61 & wait"], edit=edit)),
+        "ka",
+    )
     time.sleep(0.3)
     pids = json.loads(rt("ps", "--format", "json", "ka").stdout)
     assert len(pids) == 3
@@ -124,13 +146,15 @@ def test_kill_all(rt: Runtime) -> None:
 def test_seccomp_errno_and_status(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
         cfg["linux"]["seccomp"] = {
-            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
         }
         cfg["mounts"].append({"destination": "/w", "type": "tmpfs", "source": "tmpfs", "options": []})
 
     code, out, err = rt.run_output(
-        ["/bin/sh", "-c", "grep Seccomp: /proc/self/status; mkdir /w/d 2>&1 || echo refused"], edit=edit)
+        ["/bin/sh", "-c", "grep Seccomp: /proc/self/status; mkdir /w/d 2>&1 || echo refused"], edit=edit
+    )
     assert code == 0, err
     assert "Seccomp:\t2" in out
     assert "Operation not permitted" in out and "refused" in out
@@ -151,11 +175,18 @@ def test_seccomp_kill_action(rt: Runtime) -> None:
 @needs_seccomp
 def test_seccomp_in_exec(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
-        cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
-                                   "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO",
-                                                 "errnoRet": 38}]}
+        cfg["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}],
+        }
 
     rt("run", "--detach", "--bundle", str(rt.bundle(["sleep", "60"], edit=edit)), "secx")
-    res = rt("exec", "secx", "/bin/sh", "-c", "grep Seccomp: /proc/self/status; hostname x 2>&1; echo rc=$?",
-             check=False)
+    res = rt(
+        "exec",
+        "secx",
+        "/bin/sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; hostname x 2>&1; echo rc=$?",
+        check=False,
+    )
     assert "Seccomp:\t2" in res.stdout and "rc=1" in res.stdout

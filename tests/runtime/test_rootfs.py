@@ -46,15 +46,31 @@ def test_bind_mounts_ro_and_propagation(rt: Runtime, tmp_path: Path) -> None:
 
     def edit(cfg: dict) -> None:
         cfg["mounts"] += [
-            {"destination": "/mnt/ro", "type": "bind", "source": str(src), "options": ["rbind", "ro", "rprivate"]},
+            {
+                "destination": "/mnt/ro",
+                "type": "bind",
+                "source": str(src),
+                "options": ["rbind", "ro", "rprivate"],
+            },
             {"destination": "/mnt/rw", "type": "none", "source": str(src), "options": ["bind", "nosuid"]},
-            {"destination": "/etc/single.txt", "type": "bind", "source": str(single), "options": ["bind", "ro"]},
-            {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
-             "options": ["size=1m", "mode=700", "noexec"]},
+            {
+                "destination": "/etc/single.txt",
+                "type": "bind",
+                "source": str(single),
+                "options": ["bind", "ro"],
+            },
+            {
+                "destination": "/scratch",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["size=1m", "mode=700", "noexec"],
+            },
         ]
 
-    script = ("cat /mnt/ro/file; echo x > /mnt/ro/no 2>/dev/null || echo ro-refused; echo w > /mnt/rw/new; "
-              "cat /etc/single.txt; echo x > /scratch/f && stat -c %a /scratch; cat /proc/self/mountinfo")
+    script = (
+        "cat /mnt/ro/file; echo x > /mnt/ro/no 2>/dev/null || echo ro-refused; echo w > /mnt/rw/new; "
+        "cat /etc/single.txt; echo x > /scratch/f && stat -c %a /scratch; cat /proc/self/mountinfo"
+    )
     code, out, err = rt.run_output(["/bin/sh", "-c", script], edit=edit)
     assert code == 0, err
     lines = out.splitlines()
@@ -70,6 +86,7 @@ def test_bind_mounts_ro_and_propagation(rt: Runtime, tmp_path: Path) -> None:
 def test_symlinked_destination_stays_inside_rootfs(rt: Runtime, tmp_path: Path, userns_rootfs: Path) -> None:
     """A rootfs symlink pointing at a host path must resolve inside the rootfs (no escape)."""
     rootfs = tmp_path / "evil-rootfs"
+    name = f"pallet-escape-{os.getpid()}"
     subprocess.run(["cp", "-a", str(userns_rootfs), str(rootfs)], check=True)
     host_target = tmp_path / "host-target"
     host_target.mkdir()
@@ -78,21 +95,28 @@ def test_symlinked_destination_stays_inside_rootfs(rt: Runtime, tmp_path: Path, 
 
     def edit(cfg: dict) -> None:
         cfg["root"] = {"path": str(rootfs), "readonly": False}
-        cfg["mounts"] += [{"destination": "/escape/inner", "type": "tmpfs", "source": "tmpfs", "options": []},
-                          {"destination": "/up/x", "type": "tmpfs", "source": "tmpfs", "options": []}]
+        cfg["mounts"] += [
+            {"destination": "/escape/inner", "type": "tmpfs", "source": "tmpfs", "options": []},
+            {"destination": f"/up/{name}", "type": "tmpfs", "source": "tmpfs", "options": []},
+        ]
 
-    code, out, err = rt.run_output(["/bin/sh", "-c", "cat /proc/self/mountinfo"], edit=edit)
+    code, _out, err = rt.run_output(["/bin/sh", "-c", "cat /proc/self/mountinfo"], edit=edit)
     assert code == 0, err
     assert not (host_target / "inner").exists()
-    assert not Path("/tmp/x").exists()
+    assert not Path("/tmp", name).exists()
     assert (rootfs / str(host_target).lstrip("/") / "inner").is_dir()
-    assert (rootfs / "tmp" / "x").is_dir()
+    assert (rootfs / "tmp" / name).is_dir()
 
 
 def test_default_devices_and_symlinks(rt: Runtime) -> None:
     code, out, err = rt.run_output(
-        ["/bin/sh", "-c", "for d in null zero full random urandom tty; do stat -c '%n %F %t:%T %a' /dev/$d; done;"
-                          " for l in fd stdin ptmx; do readlink /dev/$l; done; ls /dev"])
+        [
+            "/bin/sh",
+            "-c",
+            "for d in null zero full random urandom tty; do stat -c '%n %F %t:%T %a' /dev/$d; done;"
+            " for l in fd stdin ptmx; do readlink /dev/$l; done; ls /dev",
+        ]
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "/dev/null character special file 1:3 666"
@@ -105,16 +129,29 @@ def test_default_devices_and_symlinks(rt: Runtime) -> None:
 def test_config_devices(rt: Runtime) -> None:
     def edit(cfg: dict) -> None:
         cfg["linux"]["devices"] = [
-            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 3, "gid": 4},
+            {
+                "path": "/dev/fuse",
+                "type": "c",
+                "major": 10,
+                "minor": 229,
+                "fileMode": 0o600,
+                "uid": 3,
+                "gid": 4,
+            },
             {"path": "/dev/sub/loopish", "type": "b", "major": 7, "minor": 200},
             {"path": "/dev/mypipe", "type": "p"},
         ]
 
     code, out, err = rt.run_output(
         ["/bin/sh", "-c", "stat -c '%F %t:%T %a %u %g' /dev/fuse /dev/sub/loopish; stat -c %F /dev/mypipe"],
-        edit=edit)
+        edit=edit,
+    )
     assert code == 0, err
-    assert out.splitlines() == ["character special file a:e5 600 3 4", "block special file 7:c8 666 0 0", "fifo"]
+    assert out.splitlines() == [
+        "character special file a:e5 600 3 4",
+        "block special file 7:c8 666 0 0",
+        "fifo",
+    ]
 
 
 def test_masked_and_readonly_paths(rt: Runtime) -> None:
@@ -123,15 +160,20 @@ def test_masked_and_readonly_paths(rt: Runtime) -> None:
         cfg["linux"]["readonlyPaths"] = ["/proc/sys", "/proc/sysrq-trigger"]
 
     code, out, err = rt.run_output(
-        ["/bin/sh", "-c", "wc -c < /proc/meminfo; ls /sys/firmware | wc -l; "
-                          "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo ro"],
-        edit=edit)
+        [
+            "/bin/sh",
+            "-c",
+            "wc -c < /proc/meminfo; ls /sys/firmware | wc -l; "
+            "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo ro",
+        ],
+        edit=edit,
+    )
     assert code == 0, err
     assert out.split() == ["0", "0", "ro"]
 
 
 def test_readonly_root_and_writable_root(rt: Runtime) -> None:
-    code, out, _ = rt.run_output(["/bin/sh", "-c", "touch /x 2>/dev/null && echo rw || echo ro"])
+    _code, out, _ = rt.run_output(["/bin/sh", "-c", "touch /x 2>/dev/null && echo rw || echo ro"])
     assert out.strip() == "ro"
 
 
@@ -140,7 +182,9 @@ def test_sysctls(rt: Runtime) -> None:
         cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.msgmax": "4096"}
 
     host_fwd = Path("/proc/sys/net/ipv4/ip_forward").read_text()
-    code, out, err = rt.run_output(["cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/msgmax"], edit=edit)
+    code, out, err = rt.run_output(
+        ["cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/msgmax"], edit=edit
+    )
     assert code == 0, err
     assert out.split() == ["1", "4096"]
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_fwd
@@ -169,8 +213,12 @@ def test_rootfs_propagation_and_no_pivot(rt: Runtime) -> None:
 
 def test_no_mount_leaks_on_host(rt: Runtime) -> None:
     def ours() -> list[str]:
-        return [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-                if str(rt.tmp) in ln or str(rt.rootfs) in ln]
+        return [
+            ln
+            for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+            if str(rt.tmp) in ln or str(rt.rootfs) in ln
+        ]
+
     before = ours()
     code, _, err = rt.run_output(["true"])
     assert code == 0, err

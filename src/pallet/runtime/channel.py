@@ -20,7 +20,7 @@ class ChildFailed(RuntimeFailure):
 class Channel:
     def __init__(self) -> None:
         self.down_r, self.down_w = os.pipe()  # runtime → children
-        self.up_r, self.up_w = os.pipe()      # children → runtime
+        self.up_r, self.up_w = os.pipe()  # children → runtime
 
     # runtime side
     def parent_side(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -17,38 +18,85 @@ VERSION = "0.1.0"
 OCI_SPEC = "1.2.0"
 
 # flag spec: name -> (kind, aliases); kind: "bool", "str", "int", "list"
-GLOBAL = {"root": ("str", ()), "log": ("str", ()), "log-format": ("str", ()), "debug": ("bool", ()),
-          "systemd-cgroup": ("bool", ()), "rootless": ("str", ()), "criu": ("str", ()),
-          "help": ("bool", ("h",)), "version": ("bool", ("v",))}
-_CREATE = {"bundle": ("str", ("b",)), "console-socket": ("str", ()), "pid-file": ("str", ()),
-           "no-pivot": ("bool", ()), "no-new-keyring": ("bool", ()), "preserve-fds": ("int", ()),
-           "pidfd-socket": ("str", ())}
+GLOBAL = {
+    "root": ("str", ()),
+    "log": ("str", ()),
+    "log-format": ("str", ()),
+    "debug": ("bool", ()),
+    "systemd-cgroup": ("bool", ()),
+    "rootless": ("str", ()),
+    "criu": ("str", ()),
+    "help": ("bool", ("h",)),
+    "version": ("bool", ("v",)),
+}
+_CREATE = {
+    "bundle": ("str", ("b",)),
+    "console-socket": ("str", ()),
+    "pid-file": ("str", ()),
+    "no-pivot": ("bool", ()),
+    "no-new-keyring": ("bool", ()),
+    "preserve-fds": ("int", ()),
+    "pidfd-socket": ("str", ()),
+}
 COMMANDS: dict[str, tuple[dict[str, tuple[str, tuple[str, ...]]], str]] = {
     "create": (_CREATE, "create a container"),
-    "run": ({**_CREATE, "detach": ("bool", ("d",)), "keep": ("bool", ()), "no-subreaper": ("bool", ())},
-            "create and run a container"),
+    "run": (
+        {**_CREATE, "detach": ("bool", ("d",)), "keep": ("bool", ()), "no-subreaper": ("bool", ())},
+        "create and run a container",
+    ),
     "start": ({}, "executes the user defined process in a created container"),
     "state": ({}, "output the state of a container"),
     "kill": ({"all": ("bool", ("a",))}, "kill sends the specified signal (default: SIGTERM) to the init"),
     "delete": ({"force": ("bool", ("f",))}, "delete any resources held by the container"),
-    "exec": ({"console-socket": ("str", ()), "pidfd-socket": ("str", ()), "cwd": ("str", ()),
-              "env": ("list", ("e",)), "tty": ("bool", ("t",)), "user": ("str", ("u",)),
-              "additional-gids": ("list", ("g",)), "process": ("str", ("p",)), "detach": ("bool", ("d",)),
-              "pid-file": ("str", ()), "process-label": ("str", ()), "apparmor": ("str", ()),
-              "no-new-privs": ("bool", ()), "cap": ("list", ("c",)), "preserve-fds": ("int", ()),
-              "cgroup": ("list", ()), "ignore-paused": ("bool", ()), "no-subreaper": ("bool", ())},
-             "execute new process inside the container"),
+    "exec": (
+        {
+            "console-socket": ("str", ()),
+            "pidfd-socket": ("str", ()),
+            "cwd": ("str", ()),
+            "env": ("list", ("e",)),
+            "tty": ("bool", ("t",)),
+            "user": ("str", ("u",)),
+            "additional-gids": ("list", ("g",)),
+            "process": ("str", ("p",)),
+            "detach": ("bool", ("d",)),
+            "pid-file": ("str", ()),
+            "process-label": ("str", ()),
+            "apparmor": ("str", ()),
+            "no-new-privs": ("bool", ()),
+            "cap": ("list", ("c",)),
+            "preserve-fds": ("int", ()),
+            "cgroup": ("list", ()),
+            "ignore-paused": ("bool", ()),
+            "no-subreaper": ("bool", ()),
+        },
+        "execute new process inside the container",
+    ),
     "list": ({"format": ("str", ("f",)), "quiet": ("bool", ("q",))}, "lists containers"),
     "ps": ({"format": ("str", ("f",))}, "ps displays the processes running inside a container"),
     "pause": ({}, "pause suspends all processes inside the container"),
     "resume": ({}, "resumes all processes that have been previously paused"),
-    "update": ({"resources": ("str", ("r",)), "blkio-weight": ("str", ()), "cpu-period": ("str", ()),
-                "cpu-quota": ("str", ()), "cpu-share": ("str", ()), "cpu-rt-period": ("str", ()),
-                "cpu-rt-runtime": ("str", ()), "cpuset-cpus": ("str", ()), "cpuset-mems": ("str", ()),
-                "kernel-memory": ("str", ()), "kernel-memory-tcp": ("str", ()), "memory": ("str", ()),
-                "memory-reservation": ("str", ()), "memory-swap": ("str", ()), "pids-limit": ("str", ()),
-                "l3-cache-schema": ("str", ()), "mem-bw-schema": ("str", ())},
-               "update container resource constraints"),
+    "update": (
+        {
+            "resources": ("str", ("r",)),
+            "blkio-weight": ("str", ()),
+            "cpu-period": ("str", ()),
+            "cpu-quota": ("str", ()),
+            "cpu-share": ("str", ()),
+            "cpu-rt-period": ("str", ()),
+            "cpu-rt-runtime": ("str", ()),
+            "cpuset-cpus": ("str", ()),
+            "cpuset-mems": ("str", ()),
+            "kernel-memory": ("str", ()),
+            "kernel-memory-tcp": ("str", ()),
+            "memory": ("str", ()),
+            "memory-reservation": ("str", ()),
+            "memory-swap": ("str", ()),
+            "pids-limit": ("str", ()),
+            "l3-cache-schema": ("str", ()),
+            "mem-bw-schema": ("str", ()),
+        },
+        "update container resource constraints",
+    ),
     "features": ({}, "show the enabled features"),
     "spec": ({"bundle": ("str", ("b",)), "rootless": ("bool", ())}, "create a new specification file"),
 }
@@ -61,8 +109,9 @@ class Usage(Exception):
     """Bad command line: runc prints the message and exits 1."""
 
 
-def _parse_flags(argv: list[str], table: dict[str, tuple[str, tuple[str, ...]]],
-                 stop_after_positional: int | None) -> tuple[dict[str, Any], list[str]]:
+def _parse_flags(
+    argv: list[str], table: dict[str, tuple[str, tuple[str, ...]]], stop_after_positional: int | None
+) -> tuple[dict[str, Any], list[str]]:
     names = {}
     for name, (_, aliases) in table.items():
         names[name] = name
@@ -77,7 +126,7 @@ def _parse_flags(argv: list[str], table: dict[str, tuple[str, tuple[str, ...]]],
             pos.extend(argv[i:])
             break
         if a == "--":
-            pos.extend(argv[i + 1:])
+            pos.extend(argv[i + 1 :])
             break
         if a.startswith("-") and a != "-":
             body = a.lstrip("-")
@@ -115,13 +164,23 @@ def _parse_flags(argv: list[str], table: dict[str, tuple[str, tuple[str, ...]]],
 
 
 def _help() -> str:
-    lines = ["usage: pallet-runtime [global options] command [command options] [arguments...]", "",
-             "An OCI runtime (runc-compatible).", "", "commands:"]
+    lines = [
+        "usage: pallet-runtime [global options] command [command options] [arguments...]",
+        "",
+        "An OCI runtime (runc-compatible).",
+        "",
+        "commands:",
+    ]
     for name, (_, desc) in COMMANDS.items():
         lines.append(f"   {name:<10} {desc}")
-    lines += ["", "global options:", "   --root DIR          state directory (default /run/pallet-runtime)",
-              "   --log FILE          log file", "   --log-format FMT    text or json",
-              "   --debug             debug logging"]
+    lines += [
+        "",
+        "global options:",
+        "   --root DIR          state directory (default /run/pallet-runtime)",
+        "   --log FILE          log file",
+        "   --log-format FMT    text or json",
+        "   --debug             debug logging",
+    ]
     return "\n".join(lines)
 
 
@@ -137,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except Usage as e:
         from pallet.runtime import log
+
         log.error(str(e))
         return 1
 
@@ -156,6 +216,7 @@ def _main(argv: list[str]) -> int:
         i += 1
     g, _ = _parse_flags(gargs, GLOBAL, None)
     from pallet.runtime import log
+
     log.configure(g["log"], g["log-format"] or "text", bool(g["debug"]))
     if g["version"]:
         print(f"pallet-runtime version {VERSION}\nspec: {OCI_SPEC}")
@@ -166,14 +227,17 @@ def _main(argv: list[str]) -> int:
     cmd = ALIASES.get(argv[i], argv[i])
     if cmd not in COMMANDS:
         raise Usage(f"No help topic for '{argv[i]}'")
-    rest = argv[i + 1:]
+    rest = argv[i + 1 :]
     if rest and rest[0] in ("-h", "--help"):
-        print(f"pallet-runtime {cmd}: {COMMANDS[cmd][1]}\noptions: " +
-              " ".join(f"--{n}" for n in COMMANDS[cmd][0]))
+        print(
+            f"pallet-runtime {cmd}: {COMMANDS[cmd][1]}\noptions: "
+            + " ".join(f"--{n}" for n in COMMANDS[cmd][0])
+        )
         return 0
     flags, pos = _parse_flags(rest, COMMANDS[cmd][0], 1 if cmd in PASSTHROUGH else None)
     root = g["root"] or os.environ.get("XDG_RUNTIME_DIR_PALLET") or "/run/pallet-runtime"
     from pallet.errors import PalletError
+
     try:
         return _dispatch(cmd, flags, pos, os.path.abspath(root))
     except PalletError as e:
@@ -188,46 +252,82 @@ def _main(argv: list[str]) -> int:
 
 def _dispatch(cmd: str, f: dict[str, Any], pos: list[str], root: str) -> int:
     from pallet.runtime.state import Container
+
     if cmd in ("create", "run"):
         from pallet.runtime.lifecycle.create import CreateOptions
+
         cid = _need_id(pos, cmd)
-        opts = CreateOptions(root=root, id=cid, bundle=f["bundle"] or ".", pid_file=f["pid-file"],
-                             console_socket=f["console-socket"], no_pivot=bool(f["no-pivot"]),
-                             no_new_keyring=bool(f["no-new-keyring"]), preserve_fds=f["preserve-fds"] or 0)
+        opts = CreateOptions(
+            root=root,
+            id=cid,
+            bundle=f["bundle"] or ".",
+            pid_file=f["pid-file"],
+            console_socket=f["console-socket"],
+            no_pivot=bool(f["no-pivot"]),
+            no_new_keyring=bool(f["no-new-keyring"]),
+            preserve_fds=f["preserve-fds"] or 0,
+        )
         if cmd == "create":
             from pallet.runtime.lifecycle.create import create
+
             create(opts)
             return 0
         from pallet.runtime.lifecycle.run import run
+
         return run(opts, detach=bool(f["detach"]), keep=bool(f["keep"]))
     if cmd == "features":
         from pallet.runtime.lifecycle.manage import features
+
         _print_json(features())
         return 0
     if cmd == "spec":
         from pallet.runtime import spec
+
         path = os.path.join(f["bundle"] or ".", "config.json")
         if os.path.exists(path):
             raise Usage(f"File {path} exists. Remove it first")
         import json
+
         with open(path, "w") as fh:
             json.dump(spec.default_spec(bool(f["rootless"])), fh, indent="\t")
         return 0
     if cmd == "list":
         from pallet.runtime.lifecycle.manage import list_containers
+
         items = list_containers(root)
         if f["quiet"]:
             for it in items:
                 print(it["id"])
         elif (f["format"] or "table") == "json":
             from pallet.runtime import jsonio
-            print(jsonio.dumps([{k: it.get(k) for k in ("ociVersion", "id", "pid", "status", "bundle", "rootfs",
-                                                        "created", "owner")} | (
-                {"annotations": it["annotations"]} if it.get("annotations") else {}) for it in items]))
+
+            print(
+                jsonio.dumps(
+                    [
+                        {
+                            k: it.get(k)
+                            for k in (
+                                "ociVersion",
+                                "id",
+                                "pid",
+                                "status",
+                                "bundle",
+                                "rootfs",
+                                "created",
+                                "owner",
+                            )
+                        }
+                        | ({"annotations": it["annotations"]} if it.get("annotations") else {})
+                        for it in items
+                    ]
+                )
+            )
         elif (f["format"] or "table") == "table":
             rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-            rows += [(it["id"], str(it["pid"]), it["status"], it["bundle"], it["created"], it["owner"] or "root")
-                     for it in items]
+            rows += [
+                (it["id"], str(it["pid"]), it["status"], it["bundle"], it["created"], it["owner"] or "root")
+                for it in items
+            ]
             widths = [max(len(r[k]) for r in rows) for k in range(6)]
             for r in rows:
                 print("   ".join(v.ljust(widths[k]) for k, v in enumerate(r)).rstrip())
@@ -241,6 +341,7 @@ def _dispatch(cmd: str, f: dict[str, Any], pos: list[str], root: str) -> int:
         return 0
     if cmd == "ps":
         from pallet.runtime.lifecycle.manage import ps
+
         fmt = f["format"] or "table"
         if fmt not in ("table", "json"):
             raise Usage(f"invalid format option {fmt!r}")
@@ -248,44 +349,66 @@ def _dispatch(cmd: str, f: dict[str, Any], pos: list[str], root: str) -> int:
         return 0
     if cmd == "exec":
         from pallet.runtime.lifecycle.exec import ExecOptions, build_process, exec_process
+
         try:
             gids = [int(x) for x in f["additional-gids"]]
         except ValueError:
             raise Usage("--additional-gids takes numbers") from None
-        proc = build_process(c, f["process"], pos[1:], tty=bool(f["tty"]), cwd=f["cwd"], env=f["env"],
-                             user=f["user"], additional_gids=gids, caps=f["cap"],
-                             no_new_privs=bool(f["no-new-privs"]), apparmor=f["apparmor"],
-                             label=f["process-label"])
-        opts = ExecOptions(detach=bool(f["detach"]), pid_file=f["pid-file"],
-                           console_socket=f["console-socket"], preserve_fds=f["preserve-fds"] or 0,
-                           ignore_paused=bool(f["ignore-paused"]))
+        proc = build_process(
+            c,
+            f["process"],
+            pos[1:],
+            tty=bool(f["tty"]),
+            cwd=f["cwd"],
+            env=f["env"],
+            user=f["user"],
+            additional_gids=gids,
+            caps=f["cap"],
+            no_new_privs=bool(f["no-new-privs"]),
+            apparmor=f["apparmor"],
+            label=f["process-label"],
+        )
+        opts = ExecOptions(
+            detach=bool(f["detach"]),
+            pid_file=f["pid-file"],
+            console_socket=f["console-socket"],
+            preserve_fds=f["preserve-fds"] or 0,
+            ignore_paused=bool(f["ignore-paused"]),
+        )
         return exec_process(c, proc, opts)
     with c.lock():
         c = Container.load(root, cid)  # re-read under the lock
         if cmd == "start":
             from pallet.runtime.lifecycle.start import start
+
             start(c)
         elif cmd == "kill":
             from pallet.runtime import signals
             from pallet.runtime.lifecycle.kill import kill
+
             kill(c, signals.parse(pos[1] if len(pos) > 1 else "SIGTERM"), bool(f["all"]))
         elif cmd == "delete":
             from pallet.runtime.lifecycle.delete import delete
+
             delete(c, bool(f["force"]))
         elif cmd == "pause":
             from pallet.runtime.lifecycle.manage import pause
+
             pause(c)
         elif cmd == "resume":
             from pallet.runtime.lifecycle.manage import resume
+
             resume(c)
         elif cmd == "update":
             from pallet.runtime.lifecycle.manage import update, update_resources
+
             update(c, update_resources(f, f["resources"]))
     return 0
 
 
 def _print_json(obj: Any) -> None:
     import json
+
     print(json.dumps(obj, indent=2))
 
 

@@ -5,16 +5,18 @@ the process's controlling terminal on fds 0-2."""
 from __future__ import annotations
 
 import os
+
+from pallet.errors import RuntimeFailure
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from pallet.errors import RuntimeFailure
 
 
 def connect(path: str) -> int:
     """Connect to the console socket (in the runtime, before fork); returns the fd."""
     import socket
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
@@ -30,6 +32,7 @@ def setup(sock_fd: int, size: dict[str, Any] | None, uid: int, gid: int) -> None
     import socket
     import struct
     import termios
+
     try:
         master, slave = os.openpty()
     except OSError as e:
@@ -40,8 +43,11 @@ def setup(sock_fd: int, size: dict[str, Any] | None, uid: int, gid: int) -> None
     except OSError:
         pass
     if size:
-        fcntl.ioctl(slave, termios.TIOCSWINSZ,
-                    struct.pack("HHHH", int(size.get("height", 0)), int(size.get("width", 0)), 0, 0))
+        fcntl.ioctl(
+            slave,
+            termios.TIOCSWINSZ,
+            struct.pack("HHHH", int(size.get("height", 0)), int(size.get("width", 0)), 0, 0),
+        )
     s = socket.socket(fileno=sock_fd)
     try:
         socket.send_fds(s, [name.encode()], [master])
@@ -64,6 +70,7 @@ def setup(sock_fd: int, size: dict[str, Any] | None, uid: int, gid: int) -> None
 def receive_master(listen_sock: Any) -> int:
     """Accept one connection on a listening socket and return the received pty master fd."""
     import socket
+
     conn, _ = listen_sock.accept()
     with conn:
         _, fds, _, _ = socket.recv_fds(conn, 4096, 1)

@@ -33,11 +33,13 @@ def require(fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        raise Unavailable(f"{what or getattr(fn, '__qualname__', fn)} is not available in this build") \
-            from None
+        raise Unavailable(
+            f"{what or getattr(fn, '__qualname__', fn)} is not available in this build"
+        ) from None
 
 
 def cgroup_manager(cgroups_path: str | None, container_id: str) -> Any:
     """The cgroups Manager, or None while the package is a stub."""
     from pallet.runtime import cgroups
+
     return call(cgroups.manager, cgroups_path, container_id)

@@ -6,12 +6,12 @@ poststart/poststop failures are logged as warnings (the spec says the lifecycle 
 
 from __future__ import annotations
 
+from pallet.errors import RuntimeFailure
+from pallet.runtime import jsonio, log
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from pallet.errors import RuntimeFailure
-from pallet.runtime import jsonio, log
 
 
 class HookFailed(RuntimeFailure):
@@ -20,14 +20,20 @@ class HookFailed(RuntimeFailure):
 
 def run_one(kind: str, hook: dict[str, Any], state: dict[str, Any]) -> None:
     import subprocess
+
     path = hook["path"]
     args = hook.get("args") or [path]
     env = hook.get("env")
     try:
-        res = subprocess.run(args, executable=path, input=jsonio.dumps(state).encode(),
-                             env=None if env is None else dict(e.split("=", 1) for e in env if "=" in e),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             timeout=hook.get("timeout"), close_fds=True)
+        res = subprocess.run(
+            args,
+            executable=path,
+            input=jsonio.dumps(state).encode(),
+            env=None if env is None else dict(e.split("=", 1) for e in env if "=" in e),
+            capture_output=True,
+            timeout=hook.get("timeout"),
+            close_fds=True,
+        )
     except subprocess.TimeoutExpired:
         raise HookFailed(f"{kind} hook {path}: timed out after {hook.get('timeout')}s") from None
     except OSError as e:
@@ -38,7 +44,9 @@ def run_one(kind: str, hook: dict[str, Any], state: dict[str, Any]) -> None:
         raise HookFailed(f"{kind} hook {path}: {what}" + (f": {out}" if out else ""))
 
 
-def run(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], *, warn_only: bool = False) -> None:
+def run(
+    kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], *, warn_only: bool = False
+) -> None:
     for h in hooks or []:
         try:
             run_one(kind, h, state)
@@ -51,4 +59,3 @@ def run(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], *,
 def has(cfg: dict[str, Any], *kinds: str) -> bool:
     hk = cfg.get("hooks") or {}
     return any(hk.get(k) for k in kinds)
-

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import _json
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -42,8 +43,9 @@ def loads(text: str | bytes) -> Any:
         obj, end = _scan(text, i)
     except StopIteration as e:
         raise JSONError(f"expected a JSON value at offset {e.value}") from None
-    except Exception:  # noqa: BLE001 - _json needs json.decoder to word its errors: let it
+    except Exception:
         import json
+
         try:
             json.loads(text)
         except ValueError as e:
@@ -67,10 +69,12 @@ def _float(f: float) -> str:
 def dumps(obj: Any, indent: int | None = None) -> str:
     """Compact (``indent=None``) or indented JSON, ASCII-escaped like json.dumps."""
     if indent is None:
-        enc = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ":", ",",
-                                 False, False, True)
+        enc = _json.make_encoder(
+            None, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
     else:
         # the C encoder ignores indent; fall back to the pure module for pretty output (rare path)
         import json
+
         return json.dumps(obj, indent=indent)
     return "".join(enc(obj, 0))

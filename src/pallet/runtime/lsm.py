@@ -33,10 +33,12 @@ def check(apparmor_profile: str, selinux_label: str) -> None:
     """Before fork: raise RuntimeFailure if the config asks for an LSM the host lacks."""
     if apparmor_profile and apparmor_profile != "unconfined" and not apparmor_enabled():
         raise RuntimeFailure(
-            f"apparmor profile {apparmor_profile!r} requested but AppArmor is not enabled on this host")
+            f"apparmor profile {apparmor_profile!r} requested but AppArmor is not enabled on this host"
+        )
     if selinux_label and not selinux_enabled():
         raise RuntimeFailure(
-            f"SELinux label {selinux_label!r} requested but SELinux is not enabled on this host")
+            f"SELinux label {selinux_label!r} requested but SELinux is not enabled on this host"
+        )
 
 
 def _write_attr(path: str, value: str) -> None:

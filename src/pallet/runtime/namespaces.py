@@ -8,13 +8,14 @@ namespace is joined first so the others can be entered with its privileges.
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import syscalls as sc
 from pallet.runtime.spec import NAMESPACES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # join order: user first, mount last (after it, host paths no longer resolve)
 ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
@@ -78,9 +79,13 @@ def write_id_maps(pid: int, linux: dict[str, Any]) -> None:
         return
     for tool, maps, name in (("newuidmap", uids, "uid"), ("newgidmap", gids, "gid")):
         import shutil
+
         exe = shutil.which(tool)
-        single_self = len(maps) == 1 and maps[0]["size"] == 1 and \
-            maps[0]["hostID"] == (os.geteuid() if name == "uid" else os.getegid())
+        single_self = (
+            len(maps) == 1
+            and maps[0]["size"] == 1
+            and maps[0]["hostID"] == (os.geteuid() if name == "uid" else os.getegid())
+        )
         if single_self:
             if name == "gid":
                 with open(f"/proc/{pid}/setgroups", "w") as f:
@@ -91,6 +96,7 @@ def write_id_maps(pid: int, linux: dict[str, Any]) -> None:
         if exe is None:
             raise RuntimeFailure(f"{tool} not found: needed to map {name}s as an unprivileged user")
         import subprocess
+
         args = [exe, str(pid)]
         for m in maps:
             args += [str(m["containerID"]), str(m["hostID"]), str(m["size"])]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import resource
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import capabilities, spec
 from pallet.runtime import syscalls as sc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ExecFailed(RuntimeFailure):
@@ -41,7 +42,8 @@ def set_rlimits(rlimits: list[dict[str, Any]]) -> None:
             have = "unlimited" if cur == inf else str(cur)
             raise RuntimeFailure(
                 f"setrlimit {r['type']} soft={r['soft']} hard={r['hard']}: {why} "
-                f"(the host's hard limit is {have}; it refuses to raise hard limits)") from None
+                f"(the host's hard limit is {have}; it refuses to raise hard limits)"
+            ) from None
 
 
 def home_for(uid: int, env: list[str]) -> list[str]:
@@ -112,9 +114,11 @@ def apply_identity(proc: dict[str, Any], setgroups_denied: bool = False) -> None
     if caps is not None:
         capabilities.keep_caps(False)
         try:
-            capabilities.set_sets(capabilities.parse(caps.get("effective")),
-                                  capabilities.parse(caps.get("permitted")),
-                                  capabilities.parse(caps.get("inheritable")))
+            capabilities.set_sets(
+                capabilities.parse(caps.get("effective")),
+                capabilities.parse(caps.get("permitted")),
+                capabilities.parse(caps.get("inheritable")),
+            )
         except OSError as e:
             raise RuntimeFailure(f"capset: {e.strerror}") from None
         capabilities.set_ambient(capabilities.parse(caps.get("ambient")))

@@ -9,24 +9,43 @@ from __future__ import annotations
 
 import os
 import stat
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import log, spec
 from pallet.runtime import syscalls as sc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_DEVICES = [  # path, major, minor
-    ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
 ]
 _RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
-_LOCKED = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME | sc.MS_NODIRATIME | sc.MS_RELATIME \
+_LOCKED = (
+    sc.MS_NOSUID
+    | sc.MS_NODEV
+    | sc.MS_NOEXEC
+    | sc.MS_NOATIME
+    | sc.MS_NODIRATIME
+    | sc.MS_RELATIME
     | sc.MS_RDONLY
+)
 # statvfs f_flag bits (ST_*) → MS_* flags
-_ST_TO_MS = ((1, sc.MS_RDONLY), (2, sc.MS_NOSUID), (4, sc.MS_NODEV), (8, sc.MS_NOEXEC),
-             (1024, sc.MS_NOATIME), (2048, sc.MS_NODIRATIME), (4096, sc.MS_RELATIME))
+_ST_TO_MS = (
+    (1, sc.MS_RDONLY),
+    (2, sc.MS_NOSUID),
+    (4, sc.MS_NODEV),
+    (8, sc.MS_NOEXEC),
+    (1024, sc.MS_NOATIME),
+    (2048, sc.MS_NODIRATIME),
+    (4096, sc.MS_RELATIME),
+)
 
 
 class MountError(RuntimeFailure):
@@ -49,9 +68,7 @@ def parse_options(options: list[str]) -> tuple[int, int, list[int], list[str], s
                 flags |= f
         elif o in spec.PROPAGATION:
             prop.append(spec.PROPAGATION[o])
-        elif o in spec.RECURSIVE:
-            ext.add(o)
-        elif o in spec.EXTRA_OPTIONS:
+        elif o in spec.RECURSIVE or o in spec.EXTRA_OPTIONS:
             ext.add(o)
         else:
             data.append(o)
@@ -150,8 +167,9 @@ class Root:
                 nxt = target if target.startswith("/") else resolved.rstrip("/") + "/" + target
                 return self.ensure_file(nxt, links + 1)
             try:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                                 dir_fd=pfd))
+                os.close(
+                    os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=pfd)
+                )
             except FileExistsError:
                 pass
         finally:
@@ -171,8 +189,15 @@ def _fdpath(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _mount_at(root: Root, dest: str, source: str | None, fstype: str | None, flags: int, data: str,
-              directory: bool = True) -> None:
+def _mount_at(
+    root: Root,
+    dest: str,
+    source: str | None,
+    fstype: str | None,
+    flags: int,
+    data: str,
+    directory: bool = True,
+) -> None:
     fd = root.ensure(dest, directory)
     try:
         sc.mount(source, _fdpath(fd), fstype, flags, data or None)
@@ -205,9 +230,10 @@ def mount_one(root: Root, m: dict[str, Any], cgroup_mounts: Any, mount_label: st
     dest = m["destination"]
     typ = m.get("type") or ""
     source = m.get("source") or ""
-    flags, cleared, props, data, ext = parse_options(m.get("options") or [])
+    flags, _cleared, props, data, ext = parse_options(m.get("options") or [])
     if mount_label and typ not in ("proc", "sysfs", "cgroup", "cgroup2", "bind", "none", ""):
         from pallet.runtime import lsm
+
         data = lsm.apply_mount_label(data, mount_label)
     for r in ext & spec.RECURSIVE:
         clear, f = spec.MOUNT_FLAGS.get(r[1:], (False, 0))
@@ -236,8 +262,9 @@ def mount_one(root: Root, m: dict[str, Any], cgroup_mounts: Any, mount_label: st
             if typ == "tmpfs" and "tmpcopyup" in ext:
                 _tmpfs_copyup(root, dest, source, flags, ",".join(data))
             else:
-                _mount_at(root, dest, source or typ or None, typ or None, flags & ~sc.MS_REMOUNT,
-                          ",".join(data))
+                _mount_at(
+                    root, dest, source or typ or None, typ or None, flags & ~sc.MS_REMOUNT, ",".join(data)
+                )
         _propagate(root, dest, props)
     except MountError:
         raise
@@ -248,6 +275,7 @@ def mount_one(root: Root, m: dict[str, Any], cgroup_mounts: Any, mount_label: st
 def _tmpfs_copyup(root: Root, dest: str, source: str, flags: int, data: str) -> None:
     import shutil
     import tempfile
+
     fd = root.mkdir_all(dest)
     try:
         tmp = tempfile.mkdtemp(prefix="pallet-copyup-")
@@ -307,14 +335,15 @@ def make_parent_private(rootfs: str) -> None:
             mp = fields[4].replace("\\040", " ")
             if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
                 best = mp
-                opt = fields[6:fields.index("-")]
+                opt = fields[6 : fields.index("-")]
                 shared = any(o.startswith("shared:") for o in opt)
     if best and shared:
         sc.mount(None, best, None, sc.MS_PRIVATE, None)
 
 
-def prepare(cfg: dict[str, Any], rootfs: str, in_userns: bool, cgroup_mounts: Any,
-            private: bool = True) -> Root:
+def prepare(
+    cfg: dict[str, Any], rootfs: str, in_userns: bool, cgroup_mounts: Any, private: bool = True
+) -> Root:
     """Everything before pivot_root: propagation, the rootfs bind, mounts, devices.
 
     ``private`` is False when the container shares the host's mount namespace: then the host's
@@ -350,8 +379,15 @@ def create_devices(root: Root, devices: list[dict[str, Any]], in_userns: bool, d
     todo: dict[str, dict[str, Any]] = {}
     if defaults:
         for path, major, minor in DEFAULT_DEVICES:
-            todo[path] = {"path": path, "type": "c", "major": major, "minor": minor, "fileMode": 0o666,
-                          "uid": 0, "gid": 0}
+            todo[path] = {
+                "path": path,
+                "type": "c",
+                "major": major,
+                "minor": minor,
+                "fileMode": 0o666,
+                "uid": 0,
+                "gid": 0,
+            }
     for d in devices:
         todo[d["path"]] = d
     for d in todo.values():
@@ -393,8 +429,13 @@ def _make_device(root: Root, d: dict[str, Any], in_userns: bool) -> None:
 
 
 def dev_symlinks(root: Root) -> None:
-    links = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
-             ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx")]
+    links = [
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+        ("pts/ptmx", "ptmx"),
+    ]
     if os.path.exists("/proc/kcore"):
         links.append(("/proc/kcore", "core"))
     pfd = root.mkdir_all("/dev")
@@ -435,8 +476,9 @@ def pivot(rootfs: str, no_pivot: bool) -> None:
             os.close(new)
         os.chdir("/")
     except OSError as e:
-        raise RuntimeFailure(f"{'moving' if no_pivot else 'pivoting'} to the rootfs {rootfs}: "
-                             f"{e.strerror}") from None
+        raise RuntimeFailure(
+            f"{'moving' if no_pivot else 'pivoting'} to the rootfs {rootfs}: {e.strerror}"
+        ) from None
 
 
 def write_sysctls(sysctl: dict[str, str]) -> None:

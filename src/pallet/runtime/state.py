@@ -11,12 +11,13 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import NotFound, RuntimeFailure
 from pallet.runtime import jsonio
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ROOT = "/run/pallet-runtime"
 FIFO = "exec.fifo"
@@ -32,8 +33,11 @@ class ContainerExists(RuntimeFailure):
 
 def check_id(cid: str) -> None:
     """runc's rule: letters, digits, ``_+-.``; not ``.`` or ``..`` (the id names a directory)."""
-    ok = cid not in ("", ".", "..") and len(cid) <= 1024 and all(
-        c.isascii() and (c.isalnum() or c in "_+-.") for c in cid)
+    ok = (
+        cid not in ("", ".", "..")
+        and len(cid) <= 1024
+        and all(c.isascii() and (c.isalnum() or c in "_+-.") for c in cid)
+    )
     if not ok:
         raise RuntimeFailure(f"invalid container id {cid!r}: use letters, digits, '_', '+', '-' and '.'")
 
@@ -55,7 +59,7 @@ def proc_start_time(pid: int) -> int | None:
             data = f.read()
     except OSError:
         return None
-    rest = data[data.rindex(b")") + 2:].split()
+    rest = data[data.rindex(b")") + 2 :].split()
     if rest[0] == b"Z" or rest[0] == b"X":
         return None  # a zombie has finished: the container is stopped
     return int(rest[19])
@@ -127,10 +131,16 @@ class Container:
         """The runtime-spec state object (what ``state`` prints and hooks read on stdin)."""
         status = self.status()
         d = self.data
-        out: dict[str, Any] = {"ociVersion": d.get("ociVersion", "1.2.0"), "id": self.id, "status": status,
-                               "pid": self.pid if status != "stopped" else 0,
-                               "bundle": d.get("bundle", ""), "rootfs": d.get("rootfs", ""),
-                               "created": d.get("created", ""), "owner": d.get("owner", "")}
+        out: dict[str, Any] = {
+            "ociVersion": d.get("ociVersion", "1.2.0"),
+            "id": self.id,
+            "status": status,
+            "pid": self.pid if status != "stopped" else 0,
+            "bundle": d.get("bundle", ""),
+            "rootfs": d.get("rootfs", ""),
+            "created": d.get("created", ""),
+            "owner": d.get("owner", ""),
+        }
         if d.get("annotations"):
             out["annotations"] = d["annotations"]
         return out

@@ -98,8 +98,9 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
-          data: str | None = None) -> None:
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
     ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
     _check(ret, target)
 
@@ -113,8 +114,15 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
+    return _check(
+        _libc.prctl(
+            ctypes.c_int(option),
+            ctypes.c_ulong(arg2),
+            ctypes.c_ulong(arg3),
+            ctypes.c_ulong(arg4),
+            ctypes.c_ulong(arg5),
+        )
+    )
 
 
 def sethostname(name: str) -> None:
@@ -142,21 +150,35 @@ def capget() -> tuple[int, int, int]:
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     hdr = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0), 8)
     m = 0xFFFFFFFF
-    data = ctypes.create_string_buffer(struct.pack(
-        "6I", effective & m, permitted & m, inheritable & m,
-        effective >> 32 & m, permitted >> 32 & m, inheritable >> 32 & m), 24)
+    data = ctypes.create_string_buffer(
+        struct.pack(
+            "6I",
+            effective & m,
+            permitted & m,
+            inheritable & m,
+            effective >> 32 & m,
+            permitted >> 32 & m,
+            inheritable >> 32 & m,
+        ),
+        24,
+    )
     _check(_syscall(ctypes.c_long(SYS_CAPSET), hdr, data), "capset")
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
     how = ctypes.create_string_buffer(struct.pack("QQQ", flags | os.O_CLOEXEC, mode, resolve), 24)
-    return _check(_syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), how,
-                           ctypes.c_size_t(24)), path)
+    return _check(
+        _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), how, ctypes.c_size_t(24)), path
+    )
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
-    _check(_syscall(ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last),
-                    ctypes.c_uint(flags)), "close_range")
+    _check(
+        _syscall(
+            ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)
+        ),
+        "close_range",
+    )
 
 
 def join_session_keyring(name: str) -> int:

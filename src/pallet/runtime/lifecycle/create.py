@@ -18,26 +18,44 @@ from __future__ import annotations
 
 import os
 import stat
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import capabilities, ext, hooks, log, namespaces, process, spec
 from pallet.runtime import rootfs as rfs
 from pallet.runtime import syscalls as sc
 from pallet.runtime.channel import Channel
-from pallet.runtime.state import Container, ContainerExists, atomic_write, check_id, now_rfc3339, \
-    proc_start_time, rmtree
+from pallet.runtime.state import (
+    Container,
+    ContainerExists,
+    atomic_write,
+    check_id,
+    now_rfc3339,
+    proc_start_time,
+    rmtree,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CreateOptions:
     """create's flags. ``foreground`` is set by ``run`` without --detach (we are the subreaper)."""
 
-    def __init__(self, root: str, id: str, bundle: str = ".", pid_file: str | None = None,
-                 console_socket: str | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
-                 preserve_fds: int = 0, foreground: bool = False, extra_env: list[str] | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        id: str,
+        bundle: str = ".",
+        pid_file: str | None = None,
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        preserve_fds: int = 0,
+        foreground: bool = False,
+        extra_env: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.root, self.id, self.bundle, self.pid_file = root, id, bundle, pid_file
         self.console_socket, self.no_pivot, self.no_new_keyring = console_socket, no_pivot, no_new_keyring
         self.preserve_fds, self.foreground = preserve_fds, foreground
@@ -75,15 +93,20 @@ def create(opts: CreateOptions) -> Container:
         raise RuntimeFailure("unable to set hostname without a new UTS namespace")
     if cfg.get("domainname") and ns.get("uts", "absent") == "absent":
         raise RuntimeFailure("unable to set domainname without a new UTS namespace")
-    if linux.get("sysctl") and ns.get("network", "absent") == "absent" and any(
-            k.startswith("net.") for k in linux["sysctl"]):
+    if (
+        linux.get("sysctl")
+        and ns.get("network", "absent") == "absent"
+        and any(k.startswith("net.") for k in linux["sysctl"])
+    ):
         raise RuntimeFailure("sysctl net.*: requires a network namespace of its own")
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm
+
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
     filt = None
     if linux.get("seccomp"):
         from pallet.runtime import seccomp
+
         filt = ext.call(seccomp.compile_profile, linux["seccomp"])
 
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
@@ -96,8 +119,14 @@ def create(opts: CreateOptions) -> Container:
     except OSError as e:
         raise RuntimeFailure(f"creating state directory {c.dir}: {e.strerror}") from None
     c.data = {
-        "ociVersion": cfg.get("ociVersion"), "id": opts.id, "status": "creating", "pid": 0,
-        "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(), "owner": "",
+        "ociVersion": cfg.get("ociVersion"),
+        "id": opts.id,
+        "status": "creating",
+        "pid": 0,
+        "bundle": bundle,
+        "rootfs": rootfs,
+        "created": now_rfc3339(),
+        "owner": "",
         "annotations": cfg.get("annotations") or {},
         "config": cfg,
     }
@@ -134,6 +163,7 @@ def _host_root_ids(linux: dict[str, Any]) -> tuple[int, int]:
             if m["containerID"] == 0:
                 return m["hostID"]
         return 0
+
     return host(linux.get("uidMappings")), host(linux.get("gidMappings"))
 
 
@@ -154,6 +184,7 @@ def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     import time
+
     deadline = time.monotonic() + timeout
     delay = 0.0005
     while proc_start_time(pid) is not None and time.monotonic() < deadline:
@@ -165,8 +196,15 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> None:
         delay = min(delay * 2, 0.02)
 
 
-def _spawn(c: Container, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
-           ns: dict[str, str | None], cg: Any, filt: Any) -> int:
+def _spawn(
+    c: Container,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    cg: Any,
+    filt: Any,
+) -> int:
     """Fork the intermediate, drive it and the init through setup; returns the init's host pid."""
     linux = cfg.get("linux") or {}
     # everything the children use is imported now: after pivot_root no module can be found
@@ -175,6 +213,7 @@ def _spawn(c: Container, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
     console_fd = -1
     if cfg["process"].get("terminal") and opts.console_socket:
         from pallet.runtime import console
+
         console_fd = console.connect(opts.console_socket)
     state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     ch = Channel()
@@ -184,7 +223,7 @@ def _spawn(c: Container, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
             try:
                 ch.child_side()
                 _intermediate(ch, cfg, opts, rootfs, ns, ns_fds, state_fd, console_fd, filt, c)
-            except BaseException as e:  # noqa: BLE001 - report every failure, never return
+            except BaseException as e:
                 _report(ch, e)
             os._exit(1)
         ch.parent_side()
@@ -271,9 +310,18 @@ def _report(ch: Channel, e: BaseException) -> None:
         pass
 
 
-def _intermediate(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
-                  ns: dict[str, str | None], ns_fds: list[tuple[str, int]], state_fd: int,
-                  console_fd: int, filt: Any, c: Container) -> None:
+def _intermediate(
+    ch: Channel,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    ns_fds: list[tuple[str, int]],
+    state_fd: int,
+    console_fd: int,
+    filt: Any,
+    c: Container,
+) -> None:
     ch.expect_down("go")
     namespaces.join(ns_fds)
     if ns.get("user", "absent") is None:
@@ -284,14 +332,17 @@ def _intermediate(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         except OSError as e:
-            raise RuntimeFailure(f"becoming root in the user namespace (is 0 mapped?): {e.strerror}") from None
+            raise RuntimeFailure(
+                f"becoming root in the user namespace (is 0 mapped?): {e.strerror}"
+            ) from None
     flags = namespaces.new_flags(ns, exclude=("user",))
     if flags:
         try:
             sc.unshare(flags)
         except OSError as e:
-            raise RuntimeFailure(f"unshare namespaces {sorted(t for t, p in ns.items() if p is None)}: "
-                                 f"{e.strerror}") from None
+            raise RuntimeFailure(
+                f"unshare namespaces {sorted(t for t, p in ns.items() if p is None)}: {e.strerror}"
+            ) from None
     linux = cfg.get("linux") or {}
     if ns.get("time", "absent") is None and linux.get("timeOffsets"):
         namespaces.write_time_offsets(linux["timeOffsets"])
@@ -299,15 +350,24 @@ def _intermediate(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs:
     if pid == 0:
         try:
             _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             _report(ch, e)
         os._exit(1)
     ch.send_up("pid", str(pid))
     os._exit(0)
 
 
-def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
-          ns: dict[str, str | None], state_fd: int, console_fd: int, filt: Any, c: Container) -> None:
+def _init(
+    ch: Channel,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    state_fd: int,
+    console_fd: int,
+    filt: Any,
+    c: Container,
+) -> None:
     """The container's pid 1 until execve: finish setup, report ready, wait for start."""
     proc = cfg["process"]
     linux = cfg.get("linux") or {}
@@ -321,6 +381,7 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
     cg_mounts = None
     if any(m.get("type") in ("cgroup", "cgroup2") for m in cfg.get("mounts") or []):
         from pallet.runtime import cgroups
+
         mgr = ext.call(cgroups.manager, linux.get("cgroupsPath"), opts.id)
         if mgr is not None:
             cg_mounts = ext.call(mgr.mounts_for_container)
@@ -342,6 +403,7 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
         os.chdir("/")
     if console_fd >= 0:
         from pallet.runtime import console
+
         user = proc.get("user") or {}
         console.setup(console_fd, proc.get("consoleSize"), int(user.get("uid", 0)), int(user.get("gid", 0)))
     rfs.finalize(cfg, own_mntns)
@@ -374,10 +436,14 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
     os.close(state_fd)
     try:
         if hooks.has(cfg, "startContainer"):
-            hooks.run("startContainer", (cfg.get("hooks") or {}).get("startContainer"),
-                      {**c.oci_state(), "status": "created", "pid": host_pid})
+            hooks.run(
+                "startContainer",
+                (cfg.get("hooks") or {}).get("startContainer"),
+                {**c.oci_state(), "status": "created", "pid": host_pid},
+            )
         if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
             from pallet.runtime import lsm
+
             lsm.apply_exec_labels(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
         process.close_fds(nfds + opts.preserve_fds)
         process.execve(exe, proc["args"], env)
@@ -388,12 +454,19 @@ def _init(ch: Channel, cfg: dict[str, Any], opts: CreateOptions, rootfs: str,
 
 def _load_seccomp(filt: Any, c: Container) -> None:
     from pallet.runtime import seccomp
+
     listener = ext.call(seccomp.load, filt)
     if listener is not None:
         sec = (c.data.get("config") or {}).get("linux", {}).get("seccomp") or {}
         if sec.get("listenerPath"):
-            ext.call(seccomp.send_listener, filt, listener, sec["listenerPath"], c.oci_state(),
-                     sec.get("listenerMetadata", ""))
+            ext.call(
+                seccomp.send_listener,
+                filt,
+                listener,
+                sec["listenerPath"],
+                c.oci_state(),
+                sec.get("listenerMetadata", ""),
+            )
         os.close(listener)
 
 

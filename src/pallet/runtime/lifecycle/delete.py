@@ -44,6 +44,7 @@ def destroy(c: Container) -> None:
         ext.call(mgr.destroy)
     if "mount" not in spec.namespaces(cfg):
         from pallet.runtime import rootfs
+
         rootfs.unmount_under(c.data.get("rootfs") or "")
     state = {**c.oci_state(), "status": "stopped"}
     rmtree(c.dir)

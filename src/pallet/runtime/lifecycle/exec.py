@@ -9,9 +9,6 @@ a message naming the step. No fd or cwd of the host crosses over (CVE-2024-21626
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import ext, spec
@@ -21,22 +18,43 @@ from pallet.runtime.lifecycle.create import _reap, _report, _setgroups_denied
 from pallet.runtime.namespaces import ORDER
 from pallet.runtime.state import Container, atomic_write
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class ExecOptions:
-    def __init__(self, detach: bool = False, pid_file: str | None = None, console_socket: str | None = None,
-                 preserve_fds: int = 0, ignore_paused: bool = False) -> None:
+    def __init__(
+        self,
+        detach: bool = False,
+        pid_file: str | None = None,
+        console_socket: str | None = None,
+        preserve_fds: int = 0,
+        ignore_paused: bool = False,
+    ) -> None:
         self.detach, self.pid_file, self.console_socket = detach, pid_file, console_socket
         self.preserve_fds, self.ignore_paused = preserve_fds, ignore_paused
 
 
-def build_process(c: Container, process_file: str | None, args: list[str], *, tty: bool | None = None,
-                  cwd: str | None = None, env: list[str] | None = None, user: str | None = None,
-                  additional_gids: list[int] | None = None, caps: list[str] | None = None,
-                  no_new_privs: bool = False, apparmor: str | None = None,
-                  label: str | None = None) -> dict[str, Any]:
+def build_process(
+    c: Container,
+    process_file: str | None,
+    args: list[str],
+    *,
+    tty: bool | None = None,
+    cwd: str | None = None,
+    env: list[str] | None = None,
+    user: str | None = None,
+    additional_gids: list[int] | None = None,
+    caps: list[str] | None = None,
+    no_new_privs: bool = False,
+    apparmor: str | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
     """The process to run: ``--process`` JSON, or the container's process with overrides (as runc)."""
     if process_file:
         from pallet.runtime import jsonio
+
         try:
             with open(process_file, "rb") as f:
                 proc = jsonio.loads(f.read())
@@ -88,10 +106,12 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
     linux = cfg.get("linux") or {}
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm
+
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
     filt = None
     if linux.get("seccomp"):
         from pallet.runtime import seccomp
+
         filt = ext.call(seccomp.compile_profile, linux["seccomp"])
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     tty_proxy = None
@@ -99,6 +119,7 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
         if opts.detach:
             raise RuntimeFailure("cannot allocate tty if runtime will detach without setting console socket")
         from pallet.runtime.lifecycle.run import _TTYProxy
+
         tty_proxy = _TTYProxy()
         opts.console_socket = tty_proxy.path
     if not opts.detach:
@@ -120,9 +141,11 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
     console_fd = -1
     if proc.get("terminal"):
         from pallet.runtime import console
+
         console_fd = console.connect(opts.console_socket or "")
     from pallet.runtime import capabilities, namespaces, process  # noqa: F401 - needed after chroot
     from pallet.runtime.lifecycle.create import _preload
+
     _preload({**cfg, "process": proc})
     capabilities.last_cap()
     ch = Channel()
@@ -133,7 +156,7 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
             try:
                 ch.child_side()
                 _intermediate(ch, ns_fds, root_fd, console_fd, proc, filt, opts)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 _report(ch, e)
             os._exit(1)
         ch.parent_side()
@@ -172,12 +195,21 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
     if opts.detach:
         return 0
     from pallet.runtime.lifecycle.run import _wait
+
     return _wait(child, tty_proxy)
 
 
-def _intermediate(ch: Channel, ns_fds: list[tuple[str, int]], root_fd: int, console_fd: int,
-                  proc: dict[str, Any], filt: Any, opts: ExecOptions) -> None:
+def _intermediate(
+    ch: Channel,
+    ns_fds: list[tuple[str, int]],
+    root_fd: int,
+    console_fd: int,
+    proc: dict[str, Any],
+    filt: Any,
+    opts: ExecOptions,
+) -> None:
     from pallet.runtime import namespaces
+
     ch.expect_down("go")
     namespaces.join(ns_fds)
     os.fchdir(root_fd)
@@ -187,7 +219,7 @@ def _intermediate(ch: Channel, ns_fds: list[tuple[str, int]], root_fd: int, cons
     if pid == 0:
         try:
             _child(ch, console_fd, proc, filt, opts)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             _report(ch, e)
         os._exit(127)
     ch.send_up("pid", str(pid))
@@ -196,8 +228,10 @@ def _intermediate(ch: Channel, ns_fds: list[tuple[str, int]], root_fd: int, cons
 
 def _child(ch: Channel, console_fd: int, proc: dict[str, Any], filt: Any, opts: ExecOptions) -> None:
     from pallet.runtime import process
+
     if console_fd >= 0:
         from pallet.runtime import console
+
         user = proc.get("user") or {}
         console.setup(console_fd, proc.get("consoleSize"), int(user.get("uid", 0)), int(user.get("gid", 0)))
         os.close(console_fd)
@@ -209,15 +243,18 @@ def _child(ch: Channel, console_fd: int, proc: dict[str, Any], filt: Any, opts: 
         process.no_new_privileges()
     if filt is not None and not nnp:
         from pallet.runtime import seccomp
+
         ext.call(seccomp.load, filt)
     process.apply_identity(proc, _setgroups_denied())
     process.chdir(proc.get("cwd") or "/")
     exe = process.lookup(proc["args"][0], env)
     if filt is not None and nnp:
         from pallet.runtime import seccomp
+
         ext.call(seccomp.load, filt)
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm
+
         lsm.apply_exec_labels(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
     process.close_fds(opts.preserve_fds)
     process.execve(exe, proc["args"], env)

@@ -62,6 +62,7 @@ def kill(c: Container, sig: int, all_processes: bool = False) -> None:
         if not c.alive():
             raise RuntimeFailure(f"container {c.id} is not running")
         import signal
+
         signal.pidfd_send_signal(fd, sig)
     except ProcessLookupError:
         raise RuntimeFailure(f"container {c.id} is not running") from None

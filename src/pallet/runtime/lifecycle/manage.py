@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import ext, jsonio, spec
 from pallet.runtime.lifecycle.kill import container_pids
 from pallet.runtime.state import Container, list_ids
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def _manager(c: Container, what: str) -> Any:
     from pallet.runtime import cgroups
+
     cfg = c.data.get("config") or {}
-    return ext.require(cgroups.manager, (cfg.get("linux") or {}).get("cgroupsPath"), c.id,
-                       what=f"{what}: cgroups")
+    return ext.require(
+        cgroups.manager, (cfg.get("linux") or {}).get("cgroupsPath"), c.id, what=f"{what}: cgroups"
+    )
 
 
 def pause(c: Container) -> None:
@@ -45,6 +48,7 @@ def ps(c: Container, fmt: str, ps_args: list[str]) -> str:
     if fmt == "json":
         return jsonio.dumps(pids)
     import subprocess
+
     res = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeFailure(f"ps: {res.stderr.strip()}")
@@ -65,17 +69,27 @@ def ps(c: Container, fmt: str, ps_args: list[str]) -> str:
     return "\n".join(out)
 
 
-_SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30,
-           "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
+_SUFFIX = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+}
 
 
 def parse_bytes(v: str) -> int:
-    """"512m", "1G", "1048576", "-1" → bytes (runc's units.RAMInBytes)."""
+    """ "512m", "1G", "1048576", "-1" → bytes (runc's units.RAMInBytes)."""
     s = v.strip().lower()
     if s == "-1":
         return -1
     num = s.rstrip("bkmgti")
-    unit = s[len(num):].replace("i", "")
+    unit = s[len(num) :].replace("i", "")
     try:
         return int(float(num) * _SUFFIX[unit])
     except (KeyError, ValueError):
@@ -88,6 +102,7 @@ def update_resources(flags: dict[str, str | None], resources_file: str | None) -
         try:
             if resources_file == "-":
                 import sys
+
                 raw = sys.stdin.buffer.read()
             else:
                 with open(resources_file, "rb") as f:
@@ -110,8 +125,13 @@ def update_resources(flags: dict[str, str | None], resources_file: str | None) -
             raise RuntimeFailure(f"--{name}: {v!r} is not a number") from None
 
     cpu: dict[str, Any] = {}
-    for flag, key in (("cpu-period", "period"), ("cpu-quota", "quota"), ("cpu-share", "shares"),
-                      ("cpu-rt-period", "realtimePeriod"), ("cpu-rt-runtime", "realtimeRuntime")):
+    for flag, key in (
+        ("cpu-period", "period"),
+        ("cpu-quota", "quota"),
+        ("cpu-share", "shares"),
+        ("cpu-rt-period", "realtimePeriod"),
+        ("cpu-rt-runtime", "realtimeRuntime"),
+    ):
         if flags.get(flag) is not None:
             cpu[key] = num(flag)
     for flag, key in (("cpuset-cpus", "cpus"), ("cpuset-mems", "mems")):
@@ -120,9 +140,13 @@ def update_resources(flags: dict[str, str | None], resources_file: str | None) -
     if cpu:
         res["cpu"] = cpu
     mem: dict[str, Any] = {}
-    for flag, key in (("memory", "limit"), ("memory-reservation", "reservation"),
-                      ("memory-swap", "swap"), ("kernel-memory", "kernel"),
-                      ("kernel-memory-tcp", "kernelTCP")):
+    for flag, key in (
+        ("memory", "limit"),
+        ("memory-reservation", "reservation"),
+        ("memory-swap", "swap"),
+        ("kernel-memory", "kernel"),
+        ("kernel-memory-tcp", "kernelTCP"),
+    ):
         if flags.get(flag) is not None:
             mem[key] = parse_bytes(flags[flag] or "")
     if mem:
@@ -145,7 +169,9 @@ def update(c: Container, resources: dict[str, Any]) -> None:
     linux = cfg.setdefault("linux", {})
     merged = dict(linux.get("resources") or {})
     for k, v in resources.items():
-        merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        merged[k] = (
+            {**merged.get(k, {}), **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        )
     linux["resources"] = merged
     c.save()
 
@@ -163,8 +189,8 @@ def list_containers(root: str) -> list[dict[str, Any]]:
 
 
 def features() -> dict[str, Any]:
-    from pallet.runtime import capabilities, lsm
-    from pallet.runtime import cgroups, seccomp
+    from pallet.runtime import capabilities, cgroups, lsm, seccomp
+
     ctrl = ext.call(cgroups.controllers_available, default=None)
     cg: dict[str, Any] = {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False}
     if ctrl is not None:

@@ -8,9 +8,6 @@ relay its terminal when it has one and no --console-socket was given.
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import syscalls as sc
@@ -18,11 +15,16 @@ from pallet.runtime.lifecycle.create import CreateOptions, create
 from pallet.runtime.lifecycle.delete import delete, destroy
 from pallet.runtime.lifecycle.start import start
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 FORWARDED = (1, 2, 3, 10, 12, 14, 15, 18, 20, 21, 22, 23, 26, 27, 28, 29, 30)
 
 
 def run(opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
     from pallet.runtime import spec
+
     tty_proxy: Any = None
     opts.config = spec.load(os.path.abspath(opts.bundle))
     terminal = bool((opts.config.get("process") or {}).get("terminal"))
@@ -90,6 +92,7 @@ class _TTYProxy:
     def __init__(self) -> None:
         import socket
         import tempfile
+
         self.dir = tempfile.mkdtemp(prefix="pallet-tty-")
         self.path = os.path.join(self.dir, "console.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -98,6 +101,7 @@ class _TTYProxy:
 
     def close(self) -> None:
         import shutil
+
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -105,7 +109,9 @@ class _TTYProxy:
         import select
         import termios
         import tty
+
         from pallet.runtime import console
+
         master = console.receive_master(self.sock)
         self.close()
         saved = None
@@ -114,6 +120,7 @@ class _TTYProxy:
             tty.setraw(0)
             try:
                 import fcntl
+
                 ws = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
                 fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
             except OSError:
