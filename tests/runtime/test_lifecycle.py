@@ -151,7 +151,8 @@ def test_hooks_run_in_order_with_state(rt: Runtime, tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert [ln.split()[0] for ln in lines] == ["prestart", "createRuntime", "createContainer"]
     state = json.loads(lines[0].split(" ", 3)[3])
-    assert state["id"] == "hk" and state["status"] == "creating" and state["pid"] == rt.state("hk")["pid"]
+    assert state["id"] == "hk" and state["status"] == "created" and state["pid"] == rt.state("hk")["pid"]
+    assert json.loads(lines[1].split(" ", 3)[3])["status"] == "creating"  # createRuntime
     assert lines[0].split()[2] == "arg1"  # args after argv[0] reach the hook
     rt("start", "hk")
     wait_for(lambda: len(log.read_text().splitlines()) >= 5, what="start hooks")

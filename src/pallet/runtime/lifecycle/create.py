@@ -251,7 +251,8 @@ def _spawn(
                     c.data["pid"] = int(payload)
                     state = {**c.oci_state(), "status": "creating", "pid": c.data["pid"]}
                     hk = cfg.get("hooks") or {}
-                    hooks.run("prestart", hk.get("prestart"), state)
+                    # runtime-tools' hooks_stdin wants "created" for the (deprecated) prestart hooks
+                    hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
                     hooks.run("createRuntime", hk.get("createRuntime"), state)
                     ch.send_down("hooks-done")
                 elif tag == "ready":
