@@ -245,6 +245,7 @@ def _spawn(
                 elif tag == "pid":
                     init_pid = int(payload)
                     c.data["pid"] = init_pid
+                    c.save()  # if we die now, ``delete --force`` can still find and kill the init
                     _reap(pid)
                     inter_done = True
                 elif tag == "hooks":

@@ -15,9 +15,9 @@ def delete(c: Container, force: bool = False) -> None:
     """Caller holds the container lock."""
     status = c.status()
     cfg = c.data.get("config") or {}
-    if status in ("running", "paused") and not force:
+    if status in ("running", "paused", "creating") and not force:
         raise RuntimeFailure(f"cannot delete container {c.id} that is not stopped: {status}")
-    if status != "stopped":
+    if status != "stopped" and c.pid > 0:
         mgr = ext.cgroup_manager((cfg.get("linux") or {}).get("cgroupsPath"), c.id)
         if status == "paused" and mgr is not None:
             ext.call(mgr.thaw)
