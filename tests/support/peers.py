@@ -185,3 +185,9 @@ def pallet_registry(root: Path, **opts) -> Iterator[str]:
         yield addr
     finally:
         stop_process(proc)
+def umoci_unpack(layout: Path, tag: str, bundle: Path) -> None:
+    """umoci unpack LAYOUT:TAG into an OCI runtime bundle (rootfs + config.json)."""
+    if shutil.which("umoci") is None:
+        raise RuntimeError("umoci is not installed (make setup installs it)")
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True,
+                   capture_output=True, text=True)

@@ -6,32 +6,126 @@ keep_caps) set_sets(), then set_ambient().
 
 from __future__ import annotations
 
+from pallet.errors import RuntimeFailure
+from pallet.runtime import syscalls as sc
+
+NAMES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+]
+_BY_NAME = {n: i for i, n in enumerate(NAMES)}
+
+
+_last: int | None = None
+
+
+def last_cap() -> int:
+    """The kernel's highest capability number (cached: read before pivot_root)."""
+    global _last
+    if _last is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+                _last = int(f.read())
+        except OSError:
+            _last = len(NAMES) - 1
+    return _last
+
 
 def parse(names: list[str] | None) -> set[int]:
-    """Capability names ("CAP_SYS_ADMIN") to numbers; an unknown name raises RuntimeFailure."""
-    raise NotImplementedError
+    """Capability names ("CAP_SYS_ADMIN") to numbers; an unknown name raises RuntimeFailure.
+
+    A name this runtime knows but the kernel does not is skipped, as runc does (with a warning)."""
+    out: set[int] = set()
+    last = None
+    for n in names or []:
+        num = _BY_NAME.get(n.upper() if isinstance(n, str) else n)
+        if num is None:
+            raise RuntimeFailure(f"unknown capability {n!r}")
+        if last is None:
+            last = last_cap()
+        if num <= last:
+            out.add(num)
+    return out
+
+
+def mask(caps: set[int]) -> int:
+    m = 0
+    for c in caps:
+        m |= 1 << c
+    return m
 
 
 def keep_caps(on: bool) -> None:
     """prctl(PR_SET_KEEPCAPS) so permitted caps survive a setuid away from 0."""
-    raise NotImplementedError
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1 if on else 0)
 
 
 def drop_bounding(keep: set[int]) -> None:
     """Drop every capability not in ``keep`` from the bounding set."""
-    raise NotImplementedError
+    for c in range(last_cap() + 1):
+        if c not in keep:
+            try:
+                sc.prctl(sc.PR_CAPBSET_DROP, c)
+            except OSError as e:
+                if e.errno != 22:  # EINVAL: the kernel does not know it
+                    raise
 
 
 def set_sets(effective: set[int], permitted: set[int], inheritable: set[int]) -> None:
     """capset(2) for the calling thread."""
-    raise NotImplementedError
+    sc.capset(mask(effective), mask(permitted), mask(inheritable))
 
 
 def set_ambient(ambient: set[int]) -> None:
     """Clear the ambient set and raise these (each must be permitted and inheritable)."""
-    raise NotImplementedError
+    sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for c in sorted(ambient):
+        try:
+            sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, c)
+        except OSError:
+            # runc ignores ambient caps that are not both permitted and inheritable
+            continue
 
 
 def all_known() -> list[str]:
     """Every capability name this kernel knows (for ``features`` and ``--privileged``)."""
-    raise NotImplementedError
+    return NAMES[: last_cap() + 1]

@@ -1,0 +1,495 @@
+"""``create``: prepare the container and leave its init waiting on exec.fifo.
+
+The process dance (runtime → intermediate → init):
+
+1. the runtime checks the config, makes the state dir and fifo and the cgroup, forks;
+2. the intermediate joins namespaces given by path, creates the user namespace (the runtime
+   writes its id maps), unshares the rest, and forks the init (a pid namespace takes effect for
+   children) then exits;
+3. the init mounts the rootfs, lets the runtime run prestart/createRuntime hooks, runs
+   createContainer hooks, pivots, finishes setup, reports "ready", and blocks opening the fifo
+   until ``start``.
+
+The runtime stays non-dumpable throughout (CVE-2019-5736: nothing in the container may open
+/proc/<runtime>/exe, here the Python interpreter). Any failure removes what was made.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from pallet.errors import RuntimeFailure
+from pallet.runtime import capabilities, ext, hooks, log, namespaces, process, spec
+from pallet.runtime import rootfs as rfs
+from pallet.runtime import syscalls as sc
+from pallet.runtime.channel import Channel
+from pallet.runtime.state import (
+    Container,
+    ContainerExists,
+    atomic_write,
+    check_id,
+    now_rfc3339,
+    proc_start_time,
+    rmtree,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class CreateOptions:
+    """create's flags. ``foreground`` is set by ``run`` without --detach (we are the subreaper)."""
+
+    def __init__(
+        self,
+        root: str,
+        id: str,
+        bundle: str = ".",
+        pid_file: str | None = None,
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        preserve_fds: int = 0,
+        foreground: bool = False,
+        extra_env: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.root, self.id, self.bundle, self.pid_file = root, id, bundle, pid_file
+        self.console_socket, self.no_pivot, self.no_new_keyring = console_socket, no_pivot, no_new_keyring
+        self.preserve_fds, self.foreground = preserve_fds, foreground
+        self.extra_env = extra_env or []
+        #: config.json already loaded (by ``run``), to read it once
+        self.config = config
+
+
+def listen_fds() -> tuple[int, list[str]]:
+    """systemd socket activation: pass LISTEN_FDS through (as runc does), renumbered for pid 1."""
+    n = os.environ.get("LISTEN_FDS")
+    if not n or not n.isdigit():
+        return 0, []
+    pid = os.environ.get("LISTEN_PID")
+    if pid and pid != str(os.getpid()):
+        return 0, []
+    return int(n), [f"LISTEN_FDS={n}", "LISTEN_PID=1"]
+
+
+def create(opts: CreateOptions) -> Container:
+    check_id(opts.id)
+    bundle = os.path.abspath(opts.bundle)
+    cfg = opts.config if opts.config is not None else spec.load(bundle)
+    if cfg.get("process") is None:
+        raise RuntimeFailure("invalid config.json: process is required to create a container")
+    rootfs = spec.rootfs_path(cfg, bundle)
+    if not os.path.isdir(rootfs):
+        raise RuntimeFailure(f"rootfs {rootfs} does not exist or is not a directory")
+    proc = cfg["process"]
+    linux = cfg.get("linux") or {}
+    if proc.get("terminal") and not opts.console_socket and not opts.foreground:
+        raise RuntimeFailure("cannot allocate a tty without --console-socket")
+    ns = spec.namespaces(cfg)
+    if cfg.get("hostname") and ns.get("uts", "absent") == "absent":
+        raise RuntimeFailure("unable to set hostname without a new UTS namespace")
+    if cfg.get("domainname") and ns.get("uts", "absent") == "absent":
+        raise RuntimeFailure("unable to set domainname without a new UTS namespace")
+    if (
+        linux.get("sysctl")
+        and ns.get("network", "absent") == "absent"
+        and any(k.startswith("net.") for k in linux["sysctl"])
+    ):
+        raise RuntimeFailure("sysctl net.*: requires a network namespace of its own")
+    if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
+        from pallet.runtime import lsm
+
+        lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
+    filt = None
+    if linux.get("seccomp"):
+        from pallet.runtime import seccomp
+
+        filt = ext.call(seccomp.compile_profile, linux["seccomp"])
+
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    os.makedirs(opts.root, 0o711, exist_ok=True)
+    c = Container(opts.root, opts.id)
+    try:
+        os.mkdir(c.dir, 0o711)
+    except FileExistsError:
+        raise ContainerExists(f"container with id {opts.id} already exists") from None
+    except OSError as e:
+        raise RuntimeFailure(f"creating state directory {c.dir}: {e.strerror}") from None
+    c.data = {
+        "ociVersion": cfg.get("ociVersion"),
+        "id": opts.id,
+        "status": "creating",
+        "pid": 0,
+        "bundle": bundle,
+        "rootfs": rootfs,
+        "created": now_rfc3339(),
+        "owner": "",
+        "annotations": cfg.get("annotations") or {},
+        "config": cfg,
+    }
+    init_pid = 0
+    cg = None
+    try:
+        c.save()  # "creating" is visible to ``state`` from now on
+        uid_root, gid_root = _host_root_ids(linux)
+        os.mkfifo(c.fifo, 0o622)
+        os.chmod(c.fifo, 0o622)
+        if uid_root or gid_root:
+            os.chown(c.fifo, uid_root, gid_root)
+        cg = ext.cgroup_manager(linux.get("cgroupsPath"), opts.id)
+        if cg is not None:
+            c.data["cgroup_path"] = getattr(cg, "path", "")
+            ext.call(cg.create)
+        init_pid = _spawn(c, cfg, opts, rootfs, ns, cg, filt)
+        c.data["pid"] = init_pid
+        c.data["_start_time"] = proc_start_time(init_pid)
+        c.data["status"] = "created"
+        c.save()
+        if opts.pid_file:
+            atomic_write(os.path.abspath(opts.pid_file), str(init_pid).encode(), 0o644)
+    except BaseException:
+        _cleanup_failed(c, init_pid, cg)
+        raise
+    log.debug(f"container {opts.id} created, init pid {init_pid}")
+    return c
+
+
+def _host_root_ids(linux: dict[str, Any]) -> tuple[int, int]:
+    def host(maps: list[dict[str, Any]] | None) -> int:
+        for m in maps or []:
+            if m["containerID"] == 0:
+                return m["hostID"]
+        return 0
+
+    return host(linux.get("uidMappings")), host(linux.get("gidMappings"))
+
+
+def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
+    pid = init_pid or c.data.get("pid") or 0
+    if pid:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        _wait_gone(pid)
+    if cg is not None:
+        ext.call(cg.destroy)
+    if "mount" not in spec.namespaces(c.data.get("config") or {}):
+        rfs.unmount_under(c.data.get("rootfs") or "")
+    rmtree(c.dir)
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while proc_start_time(pid) is not None and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _spawn(
+    c: Container,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    cg: Any,
+    filt: Any,
+) -> int:
+    """Fork the intermediate, drive it and the init through setup; returns the init's host pid."""
+    linux = cfg.get("linux") or {}
+    # everything the children use is imported now: after pivot_root no module can be found
+    _preload(cfg)
+    ns_fds = namespaces.open_paths(ns)
+    console_fd = -1
+    if cfg["process"].get("terminal") and opts.console_socket:
+        from pallet.runtime import console
+
+        console_fd = console.connect(opts.console_socket)
+    state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    ch = Channel()
+    try:
+        pid = os.fork()
+        if pid == 0:  # intermediate
+            try:
+                ch.child_side()
+                _intermediate(ch, cfg, opts, rootfs, ns, ns_fds, state_fd, console_fd, filt, c)
+            except BaseException as e:
+                _report(ch, e)
+            os._exit(1)
+        ch.parent_side()
+        for _, fd in ns_fds:
+            os.close(fd)
+        ns_fds = []
+        if cg is not None:
+            ext.call(cg.apply, pid)
+        ch.send_down("go")
+        init_pid = 0
+        inter_done = ready = False
+        try:
+            # the intermediate's "pid" and the init's messages can arrive in either order
+            while not (ready and inter_done):
+                tag, payload = ch.recv_up("container setup")
+                if tag == "userns":
+                    namespaces.write_id_maps(pid, linux)
+                    ch.send_down("maps-done")
+                elif tag == "pid":
+                    init_pid = int(payload)
+                    c.data["pid"] = init_pid
+                    c.save()  # if we die now, ``delete --force`` can still find and kill the init
+                    _reap(pid)
+                    inter_done = True
+                elif tag == "hooks":
+                    c.data["pid"] = int(payload)
+                    state = {**c.oci_state(), "status": "creating", "pid": c.data["pid"]}
+                    hk = cfg.get("hooks") or {}
+                    # runtime-tools' hooks_stdin wants "created" for the (deprecated) prestart hooks
+                    hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
+                    hooks.run("createRuntime", hk.get("createRuntime"), state)
+                    ch.send_down("hooks-done")
+                elif tag == "ready":
+                    ready = True
+        finally:
+            if not inter_done:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+                _reap(pid)
+        return init_pid
+    finally:
+        ch.close()
+        os.close(state_fd)
+        if console_fd >= 0:
+            os.close(console_fd)
+        for _, fd in ns_fds:
+            os.close(fd)
+
+
+def _preload(cfg: dict[str, Any]) -> None:
+    proc = cfg.get("process") or {}
+    if proc.get("terminal"):
+        import fcntl  # noqa: F401
+        import socket  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+
+        from pallet.runtime import console  # noqa: F401
+    if cfg.get("hooks"):
+        import subprocess  # noqa: F401
+    if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
+        from pallet.runtime import lsm  # noqa: F401
+    if (cfg.get("linux") or {}).get("seccomp"):
+        from pallet.runtime import seccomp  # noqa: F401
+    capabilities.last_cap()
+
+
+def _reap(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+
+
+def _report(ch: Channel, e: BaseException) -> None:
+    msg = str(e) if isinstance(e, RuntimeFailure) else f"{type(e).__name__}: {e}"
+    try:
+        ch.send_up("error", msg)
+    except OSError:
+        pass
+
+
+def _intermediate(
+    ch: Channel,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    ns_fds: list[tuple[str, int]],
+    state_fd: int,
+    console_fd: int,
+    filt: Any,
+    c: Container,
+) -> None:
+    ch.expect_down("go")
+    namespaces.join(ns_fds)
+    if ns.get("user", "absent") is None:
+        sc.unshare(sc.CLONE_NEWUSER)
+        ch.send_up("userns")
+        ch.expect_down("maps-done")
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError as e:
+            raise RuntimeFailure(
+                f"becoming root in the user namespace (is 0 mapped?): {e.strerror}"
+            ) from None
+    flags = namespaces.new_flags(ns, exclude=("user",))
+    if flags:
+        try:
+            sc.unshare(flags)
+        except OSError as e:
+            raise RuntimeFailure(
+                f"unshare namespaces {sorted(t for t, p in ns.items() if p is None)}: {e.strerror}"
+            ) from None
+    linux = cfg.get("linux") or {}
+    if ns.get("time", "absent") is None and linux.get("timeOffsets"):
+        namespaces.write_time_offsets(linux["timeOffsets"])
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c)
+        except BaseException as e:
+            _report(ch, e)
+        os._exit(1)
+    ch.send_up("pid", str(pid))
+    os._exit(0)
+
+
+def _init(
+    ch: Channel,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    state_fd: int,
+    console_fd: int,
+    filt: Any,
+    c: Container,
+) -> None:
+    """The container's pid 1 until execve: finish setup, report ready, wait for start."""
+    proc = cfg["process"]
+    linux = cfg.get("linux") or {}
+    in_userns = "user" in ns
+    os.setsid()
+    os.umask(0)
+    host_pid = int(os.readlink("/proc/self"))  # still the host's procfs: our pid as the host sees it
+    process.set_oom_score_adj(proc.get("oomScoreAdj"))
+    if not opts.no_new_keyring:
+        _join_session_keyring(opts.id)
+    cg_mounts = None
+    if any(m.get("type") in ("cgroup", "cgroup2") for m in cfg.get("mounts") or []):
+        from pallet.runtime import cgroups
+
+        mgr = ext.call(cgroups.manager, linux.get("cgroupsPath"), opts.id)
+        if mgr is not None:
+            cg_mounts = ext.call(mgr.mounts_for_container)
+    own_mntns = "mount" in ns
+    # without a mount namespace of its own (as runc) the mounts land in the host's, under the
+    # rootfs; delete unmounts them
+    root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts, private=own_mntns)
+    root.close()
+    if hooks.has(cfg, "prestart", "createRuntime"):
+        ch.send_up("hooks", str(host_pid))
+        ch.expect_down("hooks-done")
+    if hooks.has(cfg, "createContainer"):
+        state = {**c.oci_state(), "status": "creating", "pid": host_pid}
+        hooks.run("createContainer", (cfg.get("hooks") or {}).get("createContainer"), state)
+    if own_mntns:
+        rfs.pivot(rootfs, opts.no_pivot)
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
+    if console_fd >= 0:
+        from pallet.runtime import console
+
+        user = proc.get("user") or {}
+        console.setup(console_fd, proc.get("consoleSize"), int(user.get("uid", 0)), int(user.get("gid", 0)))
+    rfs.finalize(cfg, own_mntns)
+    if cfg.get("hostname"):
+        sc.sethostname(cfg["hostname"])
+    if cfg.get("domainname"):
+        sc.setdomainname(cfg["domainname"])
+    if proc.get("rlimits"):
+        process.set_rlimits(proc["rlimits"])
+    env = list(proc.get("env") or [])
+    nfds, lenv = listen_fds()
+    env += lenv + opts.extra_env
+    env = process.home_for(int((proc.get("user") or {}).get("uid", 0)), env)
+    nnp = bool(proc.get("noNewPrivileges"))
+    if nnp:
+        process.no_new_privileges()
+    if filt is not None and not nnp:
+        _load_seccomp(filt, c)
+    setgroups_denied = _setgroups_denied()
+    process.apply_identity(proc, setgroups_denied)
+    process.chdir(proc.get("cwd") or "/")
+    exe = process.lookup(proc["args"][0], env)
+    if filt is not None and nnp:
+        _load_seccomp(filt, c)
+    ch.send_up("ready")
+    # wait for ``start``: opening a fifo for writing blocks until a reader opens it
+    fd = os.open(c.fifo.rsplit("/", 1)[1], os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(state_fd)
+    try:
+        if hooks.has(cfg, "startContainer"):
+            hooks.run(
+                "startContainer",
+                (cfg.get("hooks") or {}).get("startContainer"),
+                {**c.oci_state(), "status": "created", "pid": host_pid},
+            )
+        if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
+            from pallet.runtime import lsm
+
+            lsm.apply_exec_labels(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
+        process.close_fds(nfds + opts.preserve_fds)
+        process.execve(exe, proc["args"], env)
+    except RuntimeFailure as e:
+        os.write(2, f"pallet-runtime: {e}\n".encode(errors="replace"))
+        os._exit(getattr(e, "exit_code", 1) if isinstance(e, process.ExecFailed) else 1)
+
+
+def _load_seccomp(filt: Any, c: Container) -> None:
+    from pallet.runtime import seccomp
+
+    listener = ext.call(seccomp.load, filt)
+    if listener is not None:
+        sec = (c.data.get("config") or {}).get("linux", {}).get("seccomp") or {}
+        if sec.get("listenerPath"):
+            ext.call(
+                seccomp.send_listener,
+                filt,
+                listener,
+                sec["listenerPath"],
+                c.oci_state(),
+                sec.get("listenerMetadata", ""),
+            )
+        os.close(listener)
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups", "rb") as f:
+            return f.read().strip() == b"deny"
+    except OSError:
+        return False
+
+
+def _join_session_keyring(cid: str) -> None:
+    """A fresh session keyring per container (runc's default), so keys never leak between them."""
+    try:
+        sc.join_session_keyring(f"_ses.{cid}")
+    except OSError as e:  # best effort, as in runc (e.g. keyrings disabled)
+        log.debug(f"session keyring: {e.strerror}")
+
+
+def is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -1,0 +1,186 @@
+"""A thin ctypes layer over the Linux system calls the runtime needs and Python 3.11 lacks.
+
+Each wrapper raises OSError(errno) like the ``os`` module does, so callers can name the failing
+step. Only ctypes and the standard library: this module is on every container's start path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# x86_64 / aarch64 numbers of the calls glibc 2.36 may not wrap
+_MACHINE = os.uname().machine
+if _MACHINE == "aarch64":
+    SYS_PIVOT_ROOT, SYS_CAPGET, SYS_CAPSET, SYS_SETNS, SYS_KEYCTL = 41, 90, 91, 268, 219
+else:
+    SYS_PIVOT_ROOT, SYS_CAPGET, SYS_CAPSET, SYS_SETNS, SYS_KEYCTL = 155, 125, 126, 308, 250
+SYS_CLOSE_RANGE, SYS_OPENAT2, SYS_MOUNT_SETATTR = 436, 437, 442
+
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_POSIXACL = 1 << 16
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+
+def _check(ret: int, what: str = "") -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e) + (f": {what}" if what else ""))
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(ret, target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(ctypes.c_long(SYS_PIVOT_ROOT), _b(new_root), _b(put_old)))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(
+        _libc.prctl(
+            ctypes.c_int(option),
+            ctypes.c_ulong(arg2),
+            ctypes.c_ulong(arg3),
+            ctypes.c_ulong(arg4),
+            ctypes.c_ulong(arg5),
+        )
+    )
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))))
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))))
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capget() -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) of the calling thread, as 64-bit masks."""
+    hdr = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0), 8)
+    data = ctypes.create_string_buffer(24)
+    _check(_syscall(ctypes.c_long(SYS_CAPGET), hdr, data), "capget")
+    e0, p0, i0, e1, p1, i1 = struct.unpack("6I", data.raw)
+    return e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0), 8)
+    m = 0xFFFFFFFF
+    data = ctypes.create_string_buffer(
+        struct.pack(
+            "6I",
+            effective & m,
+            permitted & m,
+            inheritable & m,
+            effective >> 32 & m,
+            permitted >> 32 & m,
+            inheritable >> 32 & m,
+        ),
+        24,
+    )
+    _check(_syscall(ctypes.c_long(SYS_CAPSET), hdr, data), "capset")
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    how = ctypes.create_string_buffer(struct.pack("QQQ", flags | os.O_CLOEXEC, mode, resolve), 24)
+    return _check(
+        _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), how, ctypes.c_size_t(24)), path
+    )
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    _check(
+        _syscall(
+            ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)
+        ),
+        "close_range",
+    )
+
+
+def join_session_keyring(name: str) -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new named session keyring for this process."""
+    return _check(_syscall(ctypes.c_long(SYS_KEYCTL), ctypes.c_int(1), _b(name)), "keyctl")
