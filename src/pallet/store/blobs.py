@@ -81,8 +81,13 @@ class BlobStore:
                     continue  # a stray file: not ours to judge
 
     # -- writing -------------------------------------------------------------------------------
-    def writer(self, expected: str | None = None, size: int | None = None, *,
-               before_publish: Callable[[Digest], None] | None = None) -> BlobWriter:
+    def writer(
+        self,
+        expected: str | None = None,
+        size: int | None = None,
+        *,
+        before_publish: Callable[[Digest], None] | None = None,
+    ) -> BlobWriter:
         """A writer for one blob; ``expected``/``size`` are verified at commit when given.
 
         ``before_publish(digest)`` runs after verification and before the rename that makes the
@@ -90,8 +95,14 @@ class BlobStore:
         """
         return BlobWriter(self, expected, size, before_publish)
 
-    def ingest(self, stream: BinaryIO, expected: str | None = None, size: int | None = None, *,
-               before_publish: Callable[[Digest], None] | None = None) -> Digest:
+    def ingest(
+        self,
+        stream: BinaryIO,
+        expected: str | None = None,
+        size: int | None = None,
+        *,
+        before_publish: Callable[[Digest], None] | None = None,
+    ) -> Digest:
         """Copy ``stream`` to EOF into the store, verifying it; returns the digest."""
         with self.writer(expected, size, before_publish=before_publish) as w:
             read = getattr(stream, "read1", None) or stream.read
@@ -142,8 +153,13 @@ class BlobWriter:
     content is the same by definition; the temp file is dropped).
     """
 
-    def __init__(self, store: BlobStore, expected: str | None, size: int | None,
-                 before_publish: Callable[[Digest], None] | None) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        expected: str | None,
+        size: int | None,
+        before_publish: Callable[[Digest], None] | None,
+    ) -> None:
         self._store = store
         self.expected = Digest(expected) if expected else None
         if self.expected is not None and self.expected.algorithm not in ALGORITHMS:
@@ -153,8 +169,9 @@ class BlobWriter:
         self._before_publish = before_publish
         store.ingest_dir.mkdir(parents=True, exist_ok=True)
         self.temp_path = store.ingest_dir / f"blob-{os.getpid()}-{secrets.token_hex(8)}"
-        self._fd: int | None = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                                       0o644)
+        self._fd: int | None = os.open(
+            self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # marks the temp file live for clean_ingests()
         self.digest: Digest | None = None
 
@@ -192,8 +209,9 @@ class BlobWriter:
                 got = self._hasher.verify(self.expected, self.expected_size, what="blob")
             else:
                 if self.expected_size is not None and self._hasher.size != self.expected_size:
-                    raise DigestMismatch(f"blob: size {self._hasher.size} does not match expected "
-                                         f"{self.expected_size}")
+                    raise DigestMismatch(
+                        f"blob: size {self._hasher.size} does not match expected {self.expected_size}"
+                    )
                 got = self._hasher.digest()
             os.fsync(self._fd)
             if self._before_publish is not None:

@@ -59,8 +59,10 @@ def candidates(ref: Reference) -> list[Reference]:
     if _is_registry(ref.domain):
         out = [normalize(Reference(ref.domain, ref.path, tag, ref.digest), default_tag=False)]
     else:
-        out = [Reference("localhost", ref.name, tag, ref.digest),
-               normalize(Reference("", ref.name, tag, ref.digest), default_tag=False)]
+        out = [
+            Reference("localhost", ref.name, tag, ref.digest),
+            normalize(Reference("", ref.name, tag, ref.digest), default_tag=False),
+        ]
     return out
 
 
@@ -69,7 +71,7 @@ def split_name(name: str) -> tuple[str, str]:
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
-        return name[:colon], name[colon + 1:]
+        return name[:colon], name[colon + 1 :]
     return name, ""
 
 

@@ -278,8 +278,9 @@ class Store:
         self.blobs = BlobStore(self.root)
         self._lock = threading.RLock()
         self._timeout = timeout
-        self._db = sqlite3.connect(self.root / "index.db", timeout=timeout, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(
+            self.root / "index.db", timeout=timeout, isolation_level=None, check_same_thread=False
+        )
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -330,8 +331,10 @@ class Store:
                         self._db.execute(stmt)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
-                raise StoreError(f"image index {self.root / 'index.db'} has schema {version}, newer than "
-                                 f"this pallet understands ({SCHEMA_VERSION}); upgrade pallet")
+                raise StoreError(
+                    f"image index {self.root / 'index.db'} has schema {version}, newer than "
+                    f"this pallet understands ({SCHEMA_VERSION}); upgrade pallet"
+                )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -369,8 +372,10 @@ class Store:
                 fd = os.open(lease_dir / lease_id, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 with self._tx() as db:
-                    db.execute("INSERT INTO leases(id, pid, created) VALUES (?,?,?)",
-                               (lease_id, os.getpid(), now_rfc3339()))
+                    db.execute(
+                        "INSERT INTO leases(id, pid, created) VALUES (?,?,?)",
+                        (lease_id, os.getpid(), now_rfc3339()),
+                    )
                 self._lease_id, self._lease_fd = lease_id, fd
             return self._lease_id
 
@@ -378,8 +383,9 @@ class Store:
         """Protect ``digest`` from gc until this Store is closed (done for every blob written here)."""
         lease_id = self._ensure_lease()
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO lease_blobs(lease_id, digest) VALUES (?,?)",
-                       (lease_id, str(digest)))
+            db.execute(
+                "INSERT OR IGNORE INTO lease_blobs(lease_id, digest) VALUES (?,?)", (lease_id, str(digest))
+            )
 
     def writer(self, expected: str | None = None, size: int | None = None) -> BlobWriter:
         """Stream one blob in: ``w.write(chunk)``... ``w.commit()`` (verifies ``expected``/``size``).
@@ -417,8 +423,10 @@ class Store:
             return []
         with self._tx() as db:
             if self._lease_id is not None:
-                db.executemany("DELETE FROM lease_blobs WHERE lease_id=? AND digest=?",
-                               [(self._lease_id, d) for d in wanted])
+                db.executemany(
+                    "DELETE FROM lease_blobs WHERE lease_id=? AND digest=?",
+                    [(self._lease_id, d) for d in wanted],
+                )
             referenced = self._referenced(db)
             removed = []
             for d in sorted(wanted - referenced):
@@ -428,15 +436,25 @@ class Store:
 
     def _referenced(self, db: sqlite3.Connection) -> set[str]:
         refs: set[str] = set()
-        for (d,) in db.execute("SELECT id FROM images UNION SELECT digest FROM image_digests "
-                               "UNION SELECT digest FROM layers UNION SELECT digest FROM lease_blobs"):
+        for (d,) in db.execute(
+            "SELECT id FROM images UNION SELECT digest FROM image_digests "
+            "UNION SELECT digest FROM layers UNION SELECT digest FROM lease_blobs"
+        ):
             refs.add(d)
         return refs
 
     # -- images ----------------------------------------------------------------------------------
-    def add_image(self, manifest: Manifest, *, config: bytes | None = None, names: Iterable[str] = (),
-                  repo_digests: Iterable[str] = (), index: Index | None = None,
-                  diff_sizes: Mapping[str, int] | None = None, verify: bool = True) -> Image:
+    def add_image(
+        self,
+        manifest: Manifest,
+        *,
+        config: bytes | None = None,
+        names: Iterable[str] = (),
+        repo_digests: Iterable[str] = (),
+        index: Index | None = None,
+        diff_sizes: Mapping[str, int] | None = None,
+        verify: bool = True,
+    ) -> Image:
         """Register an image whose config and layer blobs are already in the store.
 
         ``manifest.raw`` (and ``index.raw``) are stored as blobs here. ``names`` are stored names
@@ -454,8 +472,10 @@ class Store:
         cfg = _parse_config(config_raw, manifest.config.digest)
         diff_ids = cfg.get("rootfs", {}).get("diff_ids") or []
         if len(diff_ids) != len(manifest.layers):
-            raise ContentError(f"image {manifest.config.digest}: the config lists {len(diff_ids)} layers "
-                               f"(diff_ids) but the manifest has {len(manifest.layers)}")
+            raise ContentError(
+                f"image {manifest.config.digest}: the config lists {len(diff_ids)} layers "
+                f"(diff_ids) but the manifest has {len(manifest.layers)}"
+            )
         try:
             diff_ids = [Digest(d) for d in diff_ids]
         except ValueError as e:
@@ -477,44 +497,69 @@ class Store:
                     "INSERT INTO images(id, manifest_digest, manifest_media_type, config_media_type, "
                     "created, created_ts, added, os, architecture, variant, size) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (image_id, manifest_digest, manifest.media_type, manifest.config.media_type, created,
-                     parse_time(created), now_rfc3339(), *plat, sum(x.diff_size for x in layers)))
+                    (
+                        image_id,
+                        manifest_digest,
+                        manifest.media_type,
+                        manifest.config.media_type,
+                        created,
+                        parse_time(created),
+                        now_rfc3339(),
+                        *plat,
+                        sum(x.diff_size for x in layers),
+                    ),
+                )
             else:  # the newest manifest wins: its layers are the ones whose blobs we keep
-                db.execute("UPDATE images SET manifest_digest=?, manifest_media_type=?, config_media_type=? "
-                           "WHERE id=?", (manifest_digest, manifest.media_type, manifest.config.media_type,
-                                          image_id))
+                db.execute(
+                    "UPDATE images SET manifest_digest=?, manifest_media_type=?, config_media_type=? "
+                    "WHERE id=?",
+                    (manifest_digest, manifest.media_type, manifest.config.media_type, image_id),
+                )
                 db.execute("DELETE FROM layers WHERE image_id=?", (image_id,))
             db.executemany(
                 "INSERT INTO layers(image_id, idx, digest, media_type, size, diff_id, chain_id, diff_size) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                [(image_id, i, x.digest, x.media_type, x.size, x.diff_id, x.chain_id, x.diff_size)
-                 for i, x in enumerate(layers)])
-            db.execute("INSERT OR IGNORE INTO image_digests(image_id, digest, media_type) VALUES (?,?,?)",
-                       (image_id, manifest_digest, manifest.media_type))
+                [
+                    (image_id, i, x.digest, x.media_type, x.size, x.diff_id, x.chain_id, x.diff_size)
+                    for i, x in enumerate(layers)
+                ],
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO image_digests(image_id, digest, media_type) VALUES (?,?,?)",
+                (image_id, manifest_digest, manifest.media_type),
+            )
             if index is not None:
-                db.execute("INSERT OR IGNORE INTO image_digests(image_id, digest, media_type) VALUES (?,?,?)",
-                           (image_id, index_digest, index.media_type))
+                db.execute(
+                    "INSERT OR IGNORE INTO image_digests(image_id, digest, media_type) VALUES (?,?,?)",
+                    (image_id, index_digest, index.media_type),
+                )
             for name in stored_names:
                 self._set_name(db, name, image_id)
             for ref in stored_repo_digests:
                 repo, _, dig = ref.partition("@")
-                db.execute("INSERT OR IGNORE INTO repo_digests(image_id, repository, digest) VALUES (?,?,?)",
-                           (image_id, repo, dig))
+                db.execute(
+                    "INSERT OR IGNORE INTO repo_digests(image_id, repository, digest) VALUES (?,?,?)",
+                    (image_id, repo, dig),
+                )
             return self._load(db, [image_id])[0]
 
     def _config_bytes(self, manifest: Manifest) -> bytes:
         try:
             raw = self.blobs.read(manifest.config.digest, limit=32 << 20)
         except BlobUnknown:
-            raise StoreError(f"config {manifest.config.digest} is not in the store; ingest it first") \
-                from None
+            raise StoreError(
+                f"config {manifest.config.digest} is not in the store; ingest it first"
+            ) from None
         if len(raw) != manifest.config.size:
-            raise ContentError(f"config {manifest.config.digest}: size {len(raw)} does not match the "
-                               f"manifest's {manifest.config.size}")
+            raise ContentError(
+                f"config {manifest.config.digest}: size {len(raw)} does not match the "
+                f"manifest's {manifest.config.size}"
+            )
         return raw
 
-    def _layers(self, manifest: Manifest, diff_ids: list[Digest], known: Mapping[str, int],
-                verify: bool) -> list[Layer]:
+    def _layers(
+        self, manifest: Manifest, diff_ids: list[Digest], known: Mapping[str, int], verify: bool
+    ) -> list[Layer]:
         chains = chain_ids(diff_ids)
         out = []
         for desc, diff_id, chain in zip(manifest.layers, diff_ids, chains, strict=True):
@@ -523,27 +568,31 @@ class Store:
             except BlobUnknown:
                 raise StoreError(f"layer {desc.digest} is not in the store; ingest it first") from None
             if size != desc.size:
-                raise ContentError(f"layer {desc.digest}: stored size {size} does not match the manifest's "
-                                   f"{desc.size}")
+                raise ContentError(
+                    f"layer {desc.digest}: stored size {size} does not match the manifest's {desc.size}"
+                )
             diff_size = known.get(diff_id)
             if diff_size is None:
                 diff_size = self._known_diff_size(desc.digest, diff_id)
             if diff_size is None:
-                if mt.LAYER_COMPRESSION.get(desc.media_type) == "none" and not verify:
-                    diff_size = size
+                if mt.LAYER_COMPRESSION.get(desc.media_type) == "none" and desc.digest == diff_id:
+                    diff_size = size  # an uncompressed layer is its own diff
                 else:
                     with self.blobs.open(desc.digest) as f:
                         got, diff_size = diff_info(f, desc.media_type)
                     if verify and got != diff_id:
-                        raise ContentError(f"layer {desc.digest} unpacks to diff ID {got}, but the config "
-                                           f"says {diff_id}")
+                        raise ContentError(
+                            f"layer {desc.digest} unpacks to diff ID {got}, but the config says {diff_id}"
+                        )
             out.append(Layer(Digest(desc.digest), desc.media_type, desc.size, diff_id, chain, int(diff_size)))
         return out
 
     def _known_diff_size(self, digest: str, diff_id: str) -> int | None:
         with self._lock:
-            row = self._db.execute("SELECT diff_size FROM layers WHERE digest=? AND diff_id=? LIMIT 1",
-                                   (str(digest), str(diff_id))).fetchone()
+            row = self._db.execute(
+                "SELECT diff_size FROM layers WHERE digest=? AND diff_id=? LIMIT 1",
+                (str(digest), str(diff_id)),
+            ).fetchone()
         return None if row is None else int(row[0])
 
     def _set_name(self, db: sqlite3.Connection, name: str, image_id: str) -> str | None:
@@ -558,8 +607,9 @@ class Store:
         """Assemble Image records (all images when ``ids`` is None), in ``ids`` order."""
         if ids is not None and not ids:
             return []
-        where, args = ("", ()) if ids is None else (
-            f" WHERE image_id IN ({','.join('?' * len(ids))})", tuple(ids))
+        where, args = (
+            ("", ()) if ids is None else (f" WHERE image_id IN ({','.join('?' * len(ids))})", tuple(ids))
+        )
         where_id = where.replace("image_id", "id")
         rows = db.execute(f"SELECT * FROM images{where_id}", args).fetchall()
         names: dict[str, list[str]] = {}
@@ -573,9 +623,16 @@ class Store:
             repo_digests.setdefault(r[0], []).append(f"{r[1]}@{r[2]}")
         layers: dict[str, list[Layer]] = {}
         for r in db.execute(f"SELECT * FROM layers{where} ORDER BY image_id, idx", args):
-            layers.setdefault(r["image_id"], []).append(Layer(
-                Digest(r["digest"]), r["media_type"], r["size"], Digest(r["diff_id"]), Digest(r["chain_id"]),
-                r["diff_size"]))
+            layers.setdefault(r["image_id"], []).append(
+                Layer(
+                    Digest(r["digest"]),
+                    r["media_type"],
+                    r["size"],
+                    Digest(r["diff_id"]),
+                    Digest(r["chain_id"]),
+                    r["diff_size"],
+                )
+            )
         holders: dict[str, list[str]] = {}
         for r in db.execute(f"SELECT image_id, holder FROM holders{where} ORDER BY added", args):
             holders.setdefault(r[0], []).append(r[1])
@@ -585,12 +642,23 @@ class Store:
             mdig = r["manifest_digest"]
             dl = sorted(digests.get(iid, []), key=lambda d: d != mdig)
             by_id[iid] = Image(
-                id=Digest(iid), manifest_digest=Digest(mdig), manifest_media_type=r["manifest_media_type"],
-                config_media_type=r["config_media_type"], digests=tuple(Digest(d) for d in dl),
-                names=tuple(names.get(iid, ())), explicit_repo_digests=tuple(repo_digests.get(iid, ())),
-                created=r["created"], created_ts=r["created_ts"], added=r["added"], os=r["os"],
-                architecture=r["architecture"], variant=r["variant"], size=r["size"],
-                layers=tuple(layers.get(iid, ())), holders=tuple(holders.get(iid, ())))
+                id=Digest(iid),
+                manifest_digest=Digest(mdig),
+                manifest_media_type=r["manifest_media_type"],
+                config_media_type=r["config_media_type"],
+                digests=tuple(Digest(d) for d in dl),
+                names=tuple(names.get(iid, ())),
+                explicit_repo_digests=tuple(repo_digests.get(iid, ())),
+                created=r["created"],
+                created_ts=r["created_ts"],
+                added=r["added"],
+                os=r["os"],
+                architecture=r["architecture"],
+                variant=r["variant"],
+                size=r["size"],
+                layers=tuple(layers.get(iid, ())),
+                holders=tuple(holders.get(iid, ())),
+            )
         if ids is None:
             return list(by_id.values())
         return [by_id[i] for i in ids if i in by_id]
@@ -667,40 +735,49 @@ class Store:
             if t == tag and naming.path_suffix_match(repo, ref.name):
                 hits.setdefault(image_id, name)
         if len(hits) == 1:
-            (image_id, name), = hits.items()
+            ((image_id, name),) = hits.items()
             return ("name", image_id, name)
         if len(hits) > 1:
             listed = ", ".join(sorted(hits.values()))
             raise AmbiguousImage(f"short name {text!r} matches several images ({listed}); use the full name")
         return None
 
-    def _by_id_prefix(self, db: sqlite3.Connection, prefix: str, text: str,
-                      missing_ok: bool = False) -> tuple[str, str, str] | None:
-        rows = db.execute("SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 3",
-                          (prefix, prefix + "\x7f")).fetchall()
+    def _by_id_prefix(
+        self, db: sqlite3.Connection, prefix: str, text: str, missing_ok: bool = False
+    ) -> tuple[str, str, str] | None:
+        rows = db.execute(
+            "SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 3", (prefix, prefix + "\x7f")
+        ).fetchall()
         if len(rows) == 1:
             return ("id", rows[0][0], "")
         if len(rows) > 1:
-            raise AmbiguousImage(f"image ID prefix {text!r} is ambiguous: it matches several images; "
-                                 "give more characters")
+            raise AmbiguousImage(
+                f"image ID prefix {text!r} is ambiguous: it matches several images; give more characters"
+            )
         if missing_ok:
             return None
         raise ImageNotFound(f"no such image: {text}")
 
     def _by_digest(self, db: sqlite3.Connection, ref: Reference) -> tuple[str, str, str] | None:
         digest = str(ref.digest)
-        ids = [r[0] for r in db.execute("SELECT DISTINCT image_id FROM image_digests WHERE digest=?",
-                                        (digest,))]
+        ids = [
+            r[0] for r in db.execute("SELECT DISTINCT image_id FROM image_digests WHERE digest=?", (digest,))
+        ]
         if not ids:
             return None
-        wanted = [naming.split_name(str(c.name_only()))[0] for c in naming.candidates(Reference(
-            ref.domain, ref.path))]
+        wanted = [
+            naming.split_name(str(c.name_only()))[0]
+            for c in naming.candidates(Reference(ref.domain, ref.path))
+        ]
         short = ref.name if not naming._is_registry(ref.domain) else None
         for image_id in ids:
-            repos = {naming.split_name(n)[0] for (n,) in db.execute(
-                "SELECT name FROM names WHERE image_id=?", (image_id,))}
-            repos |= {r for (r,) in db.execute("SELECT repository FROM repo_digests WHERE image_id=?",
-                                               (image_id,))}
+            repos = {
+                naming.split_name(n)[0]
+                for (n,) in db.execute("SELECT name FROM names WHERE image_id=?", (image_id,))
+            }
+            repos |= {
+                r for (r,) in db.execute("SELECT repository FROM repo_digests WHERE image_id=?", (image_id,))
+            }
             for repo in wanted:
                 if repo in repos:
                     return ("digest", image_id, f"{repo}@{digest}")
@@ -731,8 +808,10 @@ class Store:
     def remove_repo_digest(self, image_id: str, ref: str) -> None:
         repo, _, digest = ref.partition("@")
         with self._tx() as db:
-            db.execute("DELETE FROM repo_digests WHERE image_id=? AND repository=? AND digest=?",
-                       (str(image_id), repo, digest))
+            db.execute(
+                "DELETE FROM repo_digests WHERE image_id=? AND repository=? AND digest=?",
+                (str(image_id), repo, digest),
+            )
 
     def add_repo_digest(self, image_id: str, ref: str) -> None:
         ref = _check_repo_digest(ref)
@@ -740,8 +819,10 @@ class Store:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM images WHERE id=?", (str(image_id),)).fetchone() is None:
                 raise ImageNotFound(f"no such image: {image_id}")
-            db.execute("INSERT OR IGNORE INTO repo_digests(image_id, repository, digest) VALUES (?,?,?)",
-                       (str(image_id), repo, digest))
+            db.execute(
+                "INSERT OR IGNORE INTO repo_digests(image_id, repository, digest) VALUES (?,?,?)",
+                (str(image_id), repo, digest),
+            )
 
     # -- holders (the engine marks images its containers use) ---------------------------------------
     def add_holder(self, image_id: str, holder: str) -> None:
@@ -749,8 +830,10 @@ class Store:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM images WHERE id=?", (str(image_id),)).fetchone() is None:
                 raise ImageNotFound(f"no such image: {image_id}")
-            db.execute("INSERT OR IGNORE INTO holders(image_id, holder, added) VALUES (?,?,?)",
-                       (str(image_id), holder, now_rfc3339()))
+            db.execute(
+                "INSERT OR IGNORE INTO holders(image_id, holder, added) VALUES (?,?,?)",
+                (str(image_id), holder, now_rfc3339()),
+            )
 
     def remove_holder(self, image_id: str, holder: str) -> bool:
         with self._tx() as db:
@@ -759,8 +842,12 @@ class Store:
 
     def holders(self, image_id: str) -> tuple[str, ...]:
         with self._lock:
-            return tuple(r[0] for r in self._db.execute(
-                "SELECT holder FROM holders WHERE image_id=? ORDER BY added", (str(image_id),)))
+            return tuple(
+                r[0]
+                for r in self._db.execute(
+                    "SELECT holder FROM holders WHERE image_id=? ORDER BY added", (str(image_id),)
+                )
+            )
 
     # -- removal and gc ------------------------------------------------------------------------------
     def remove_image(self, image_id: str, *, force: bool = False) -> Image:
@@ -774,8 +861,11 @@ class Store:
                 raise ImageNotFound(f"no such image: {image_id}")
             image = found[0]
             if image.holders and not force:
-                raise ImageInUse(f"image {image.short_id} is in use by container(s) "
-                                 f"{', '.join(h[:12] for h in image.holders)}", image.holders)
+                raise ImageInUse(
+                    f"image {image.short_id} is in use by container(s) "
+                    f"{', '.join(h[:12] for h in image.holders)}",
+                    image.holders,
+                )
             db.execute("DELETE FROM images WHERE id=?", (image.id,))
         # rows first, files second: a crash in between leaves orphan blobs for gc, never dangling rows
         candidates = {image.id, *image.digests, *(x.digest for x in image.layers)}
