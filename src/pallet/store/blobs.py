@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,8 @@ from pallet.errors import DigestMismatch, NotFound, StoreError
 from pallet.fsutil import fsync_dir
 
 CHUNK = 1 << 20
+NEW_SUFFIX = ".new"
+NEW_GRACE = 600.0  # seconds: an unlocked ".new" temp older than this was left by a writer that died
 ALGORITHMS = ("sha256", "sha512")
 
 
@@ -126,6 +129,12 @@ class BlobStore:
             return 0
         for name in names:
             p = self.ingest_dir / name
+            if name.endswith(NEW_SUFFIX):
+                try:
+                    if time.time() - p.stat().st_mtime < NEW_GRACE:
+                        continue  # maybe a writer between open and flock
+                except FileNotFoundError:
+                    continue
             try:
                 fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             except OSError:
@@ -169,10 +178,12 @@ class BlobWriter:
         self._before_publish = before_publish
         store.ingest_dir.mkdir(parents=True, exist_ok=True)
         self.temp_path = store.ingest_dir / f"blob-{os.getpid()}-{secrets.token_hex(8)}"
-        self._fd: int | None = os.open(
-            self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-        )
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # marks the temp file live for clean_ingests()
+        # Created under a name gc leaves alone, locked, then renamed: gc only ever sees temp files
+        # that are locked (live) or whose writer died (lockable), never one between open and flock.
+        fresh = self.temp_path.with_name(self.temp_path.name + NEW_SUFFIX)
+        self._fd: int | None = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.rename(fresh, self.temp_path)
         self.digest: Digest | None = None
 
     @property

@@ -541,6 +541,12 @@ class Store:
                     "INSERT OR IGNORE INTO repo_digests(image_id, repository, digest) VALUES (?,?,?)",
                     (image_id, repo, dig),
                 )
+            if self._lease_id is not None:  # referenced now: our lease on them is no longer needed
+                mine = {image_id, manifest_digest, *(x.digest for x in layers)}
+                if index_digest is not None:
+                    mine.add(index_digest)
+                db.executemany("DELETE FROM lease_blobs WHERE lease_id=? AND digest=?",
+                               [(self._lease_id, str(d)) for d in mine])
             return self._load(db, [image_id])[0]
 
     def _config_bytes(self, manifest: Manifest) -> bytes:
