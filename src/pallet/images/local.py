@@ -373,7 +373,7 @@ def prune(store: Store, *, all: bool = False, filters: Iterable[str] = ()) -> bu
         images = store.images()
         children = children_map(images)
         if all:
-            cands = [i for i in images if not i.holders and not children.get(i.id)]
+            cands = [i for i in images if not i.holders]
         else:
             cands = [i for i in images if is_dangling(i, children) and not i.holders]
         if parsed:
