@@ -68,6 +68,12 @@ def _image_group(subparsers: argparse._SubParsersAction, verb: str) -> argparse.
         description="Manage images.",
     )
     sub = p.add_subparsers(dest="image_command", metavar="COMMAND")
+
+    def missing(args: argparse.Namespace, ctx: Context) -> int:
+        p.print_help(sys.stderr)
+        raise UsageError("missing subcommand; see 'pallet image --help'")
+
+    p.set_defaults(func=missing)
     _images_parser(sub, "ls", aliases=["list"])
     _rmi_parser(sub, "rm", aliases=["remove"])
     _tag_parser(sub, "tag")
@@ -311,16 +317,24 @@ def _labels(ctx: Context, img: Image) -> dict[str, str]:
 
 
 def _image_rows(
-    images: list[Image], no_trunc: bool, labels: Callable[[Image], dict[str, str]] | None
+    images: list[Image],
+    no_trunc: bool,
+    labels: Callable[[Image], dict[str, str]] | None,
+    patterns: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per name (docker's images output), with docker's and podman's template fields."""
+    """One row per name (docker's images output), with docker's and podman's template fields.
+
+    With reference ``patterns``, only the names that match get a row (as docker).
+    """
     from pallet.cli.gotemplate import GoMap
     from pallet.cli.render import human_size
+    from pallet.images.local import name_matches
     from pallet.store import names as naming
 
     rows = []
     for img in images:
-        pairs: list[tuple[str, str]] = [naming.split_name(n) for n in img.names]
+        shown = [n for n in img.names if not patterns or any(name_matches(n, p) for p in patterns)]
+        pairs: list[tuple[str, str]] = [naming.split_name(n) for n in (shown or img.names)]
         if not pairs:
             repos = []
             for ref in img.explicit_repo_digests:
@@ -420,7 +434,10 @@ def _images(args: argparse.Namespace, ctx: Context) -> int:
         gotemplate_json = [_image_summary(i, label_of.get(i.id, {})) for i in imgs]
         _print(gotemplate.to_json(gotemplate_json, indent=4) + "\n")
         return 0
-    rows = _image_rows(imgs, args.no_trunc, (lambda i: label_of.get(i.id, {})) if want_labels else None)
+    patterns = names + [f.partition("=")[2] for f in args.filter if f.partition("=")[0].strip() == "reference"]
+    rows = _image_rows(
+        imgs, args.no_trunc, (lambda i: label_of.get(i.id, {})) if want_labels else None, patterns
+    )
     key = {"created": None, "id": "ID", "repository": "Repository", "size": None, "tag": "Tag"}[args.sort]
     if args.sort == "size":
         order = {i.id: i.size for i in imgs}

@@ -125,18 +125,23 @@ def _reference_forms(name: str) -> set[str]:
     return forms
 
 
-def _matches_reference(img: Image, pattern: str) -> bool:
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether stored name ``name`` matches a reference filter (docker's globs, podman's short forms)."""
     rx = _glob(pattern)
-    for name in img.names:
-        if any(rx.match(f) for f in _reference_forms(name)):
-            return True
-        repo, _ = naming.split_name(name)
-        # podman: a short pattern also matches a name whose path ends in /PATTERN
-        pat_repo, pat_tag = naming.split_name(pattern) if ":" in pattern else (pattern, "")
-        if "/" not in pat_repo and not any(ch in pattern for ch in "*?["):
-            _, tag = naming.split_name(name)
-            if repo.endswith("/" + pat_repo) and (not pat_tag or pat_tag == tag):
-                return True
+    if any(rx.match(f) for f in _reference_forms(name)):
+        return True
+    # podman: a short pattern also matches a name whose path ends in /PATTERN
+    pat_repo, pat_tag = naming.split_name(pattern) if ":" in pattern else (pattern, "")
+    if "/" not in pat_repo and not any(ch in pattern for ch in "*?["):
+        repo, tag = naming.split_name(name)
+        return repo.endswith("/" + pat_repo) and (not pat_tag or pat_tag == tag)
+    return False
+
+
+def _matches_reference(img: Image, pattern: str) -> bool:
+    if any(name_matches(n, pattern) for n in img.names):
+        return True
+    rx = _glob(pattern)
     return any(rx.match(ref) or rx.match(familiar(ref)) for ref in img.repo_digests)
 
 

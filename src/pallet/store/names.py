@@ -32,6 +32,8 @@ def normalize_new_name(text: str) -> Reference:
     """
     ref = parse(text)
     if not _is_registry(ref.domain):
+        if ref.name != ref.name.lower():
+            raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
         ref = Reference("localhost", ref.name, ref.tag, ref.digest)
     ref = normalize(ref, default_tag=ref.digest is None)
     if ref.tag and ref.digest:
