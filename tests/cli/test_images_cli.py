@@ -29,6 +29,7 @@ def cli(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type
         assert code == rc, f"pallet {' '.join(args)} exited {code}: {err}"
         run.err = err  # type: ignore[attr-defined]
         return out
+
     return run
 
 
@@ -49,27 +50,49 @@ def test_images_table(cli, small_layout: Path) -> None:  # type: ignore[no-untyp
     assert row[2].startswith("sha256:") and row[3].startswith("sha256:") and len(row[3]) == 71
     assert cli("images", "-n").splitlines()[0].startswith("localhost/small")
     assert cli("image", "list", "--format", "table {{.Repository}}\\t{{.Size}}") == (
-        "REPOSITORY        SIZE\nlocalhost/small   2.36MB\n")
+        "REPOSITORY        SIZE\nlocalhost/small   2.36MB\n"
+    )
 
 
 def test_images_quiet_json_and_templates(cli) -> None:  # type: ignore[no-untyped-def]
     cli("tag", "small", "quay.io/team/small:2")
     ident = cli("images", "-q").strip()
     assert re.fullmatch(r"[0-9a-f]{12}", ident), "one ID even with two tags"
-    assert cli("images", "-q", "--no-trunc").strip() == f"sha256:{cli('images', '-q', '--no-trunc')[7:].strip()}"
+    assert (
+        cli("images", "-q", "--no-trunc").strip() == f"sha256:{cli('images', '-q', '--no-trunc')[7:].strip()}"
+    )
     summary = json.loads(cli("images", "--format", "json"))
     assert len(summary) == 1 and summary[0]["Id"].startswith(ident)
     assert summary[0]["RepoTags"] == ["localhost/small:latest", "quay.io/team/small:2"]
     assert summary[0]["Labels"] == {"org.example.fixture": "latest"} and summary[0]["Size"] == 2355200
     lines = [json.loads(x) for x in cli("images", "--format", "{{json .}}").splitlines()]
     assert {x["Repository"] for x in lines} == {"localhost/small", "quay.io/team/small"}
-    for key in ("Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository", "SharedSize", "Size",
-                "Tag", "UniqueSize", "VirtualSize"):
+    for key in (
+        "Containers",
+        "CreatedAt",
+        "CreatedSince",
+        "Digest",
+        "ID",
+        "Repository",
+        "SharedSize",
+        "Size",
+        "Tag",
+        "UniqueSize",
+        "VirtualSize",
+    ):
         assert key in lines[0]
-    out = cli("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{index .Labels \"org.example.fixture\"}}")
-    assert out.splitlines() == [f"localhost/small:latest {ident} latest", f"quay.io/team/small:2 {ident} latest"]
+    out = cli(
+        "images", "--format", '{{.Repository}}:{{.Tag}} {{.ID}} {{index .Labels "org.example.fixture"}}'
+    )
+    assert out.splitlines() == [
+        f"localhost/small:latest {ident} latest",
+        f"quay.io/team/small:2 {ident} latest",
+    ]
     assert cli("images", "quay.io/*/*", "--format", "{{.Tag}}") == "2\n"
-    assert cli("images", "--filter", "reference=small:latest", "--format", "{{.Repository}}") == "localhost/small\n"
+    assert (
+        cli("images", "--filter", "reference=small:latest", "--format", "{{.Repository}}")
+        == "localhost/small\n"
+    )
 
 
 def test_dangling_rows_and_rmi_output(cli, root: Path) -> None:  # type: ignore[no-untyped-def]
@@ -90,11 +113,15 @@ def test_inspect_outputs(cli) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(data, list) and data[0]["RepoTags"] == ["localhost/small:latest"]
     assert list(data[0])[:6] == ["Id", "Digest", "RepoTags", "RepoDigests", "Parent", "Comment"]
     assert data == json.loads(cli("image", "inspect", "small"))
-    assert cli("inspect", "--type", "image", "-f", "{{.Config.Cmd}} {{.Config.Entrypoint}} {{.Os}}", "small") \
+    assert (
+        cli("inspect", "--type", "image", "-f", "{{.Config.Cmd}} {{.Config.Entrypoint}} {{.Os}}", "small")
         == "[/bin/sh] [] linux\n"
+    )
     assert cli("inspect", "-f", "{{json .Config.Labels}}", "small") == '{"org.example.fixture":"latest"}\n'
-    assert cli("inspect", "-f", "{{range .RepoTags}}{{.}}{{end}}", "small", "small") == \
-        "localhost/small:latest\nlocalhost/small:latest\n"
+    assert (
+        cli("inspect", "-f", "{{range .RepoTags}}{{.}}{{end}}", "small", "small")
+        == "localhost/small:latest\nlocalhost/small:latest\n"
+    )
     out = cli("inspect", "-f", "{{.Id}}", "small", "nosuch", rc=125)
     assert out.startswith("sha256:") and cli.err.strip() == "Error: no such image: nosuch"  # type: ignore[attr-defined]
     assert json.loads(cli("inspect", "nosuch", rc=125)) == []
@@ -106,14 +133,22 @@ def test_history_outputs(cli) -> None:  # type: ignore[no-untyped-def]
     out = cli("history", "small").splitlines()
     assert cols(out[0]) == ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
     first = cols(out[1])
-    assert re.fullmatch(r"[0-9a-f]{12}", first[0]) and first[2] == "refimage: empty layer" and first[3] == "10.2kB"
-    assert cols(out[2])[0] == "<missing>" and cols(out[2])[2] == "refimage: whiteouts, opaque dir, hardlink, m…"
+    assert (
+        re.fullmatch(r"[0-9a-f]{12}", first[0])
+        and first[2] == "refimage: empty layer"
+        and first[3] == "10.2kB"
+    )
+    assert (
+        cols(out[2])[0] == "<missing>" and cols(out[2])[2] == "refimage: whiteouts, opaque dir, hardlink, m…"
+    )
     assert "refimage: whiteouts, opaque dir, hardlink, modes" in cli("history", "--no-trunc", "small")
     raw = cli("history", "-H=false", "small").splitlines()
     assert cols(raw[3])[1:] == ["2023-11-14T22:13:20Z", "refimage: busybox base", "2027520"]
     assert cli("history", "-q", "small").splitlines()[1:] == ["<missing>", "<missing>"]
-    assert cli("image", "history", "--format", "{{.Size}}|{{.CreatedBy}}", "small").splitlines()[-1] == \
-        "2.03MB|refimage: busybox base"
+    assert (
+        cli("image", "history", "--format", "{{.Size}}|{{.CreatedBy}}", "small").splitlines()[-1]
+        == "2.03MB|refimage: busybox base"
+    )
 
 
 def test_tree_exists_prune(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -61,8 +61,9 @@ def test_plain_is_thread_safe() -> None:
     for t in threads:
         t.join()
     lines = out.getvalue().splitlines()
-    assert len(lines) == 16 and all(re.fullmatch(r"Copying blob [0-9a-f]{12}( done \(1kB in \d+\.\ds\))?", x)
-                                    for x in lines)
+    assert len(lines) == 16 and all(
+        re.fullmatch(r"Copying blob [0-9a-f]{12}( done \(1kB in \d+\.\ds\))?", x) for x in lines
+    )
 
 
 def test_tty_uses_rich_bars() -> None:

@@ -36,9 +36,9 @@ def derived_layout(base: Path, out: Path, keep_layers: int, label: str, tag: str
         h = layer["digest"].split(":")[1]
         shutil.copyfile(base / "blobs/sha256" / h, out / "blobs/sha256" / h)
     cfg["rootfs"]["diff_ids"] = cfg["rootfs"]["diff_ids"][:keep_layers]
-    cfg["history"] = cfg["history"][:keep_layers] + [{"created": "2024-02-02T00:00:00Z", "created_by":
-                                                      f"/bin/sh -c #(nop)  LABEL derived={label}",
-                                                      "empty_layer": True}]
+    label_step = {"created": "2024-02-02T00:00:00Z", "created_by": f"/bin/sh -c #(nop)  LABEL derived={label}",
+                  "empty_layer": True}
+    cfg["history"] = [*cfg["history"][:keep_layers], label_step]
     cfg["config"]["Labels"] = {"derived": label}
     cfg["created"] = "2024-02-02T00:00:00Z"
 
@@ -51,18 +51,44 @@ def derived_layout(base: Path, out: Path, keep_layers: int, label: str, tag: str
     man["config"] = {"mediaType": man["config"]["mediaType"], "digest": put(cfg_raw), "size": len(cfg_raw)}
     man["layers"] = layers
     man_raw = json.dumps(man, sort_keys=True).encode()
-    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": man["mediaType"], "digest": put(man_raw), "size": len(man_raw),
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    (out / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": man["mediaType"],
+                        "digest": put(man_raw),
+                        "size": len(man_raw),
+                        "annotations": {"org.opencontainers.image.ref.name": tag},
+                    }
+                ],
+            }
+        )
+    )
     (out / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     return out
 
 
-def pallet(ctx: Context, *args: str, input: bytes | None = None, check: bool = False
-           ) -> subprocess.CompletedProcess[bytes]:
+def pallet(
+    ctx: Context, *args: str, input: bytes | None = None, check: bool = False
+) -> subprocess.CompletedProcess[bytes]:
     """Run the pallet CLI as a separate process (real exit codes, stdin, stdout bytes)."""
-    res = subprocess.run([sys.executable, "-m", "pallet.cli.main", "--root", str(ctx.root), "--runroot",
-                          str(ctx.runroot), *args], input=input, capture_output=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pallet.cli.main",
+            "--root",
+            str(ctx.root),
+            "--runroot",
+            str(ctx.runroot),
+            *args,
+        ],
+        input=input,
+        capture_output=True,
+        timeout=120,
+    )
     if check and res.returncode != 0:
         raise AssertionError(f"pallet {' '.join(args)} failed ({res.returncode}): {res.stderr.decode()}")
     return res

@@ -27,6 +27,11 @@ def _config_digest(layout: Path) -> str:
     return man["config"]["digest"]
 
 
+def _archive_manifest(path: Path) -> list:
+    with tarfile.open(path) as tf:
+        return json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+
+
 def _skopeo_json(*args: str) -> dict:
     res = subprocess.run(["skopeo", *args], check=True, capture_output=True, text=True)
     return json.loads(res.stdout)
@@ -74,17 +79,22 @@ def test_load_compressed_archives(ctx: Context, small_layout: Path, tmp_path: Pa
     skopeo_copy(f"oci:{small_layout}:latest", f"docker-archive:{plain}:comp/ressed:1")
     packed = tmp_path / f"packed.tar.{compression}"
     data = plain.read_bytes()
-    packed.write_bytes(gzip.compress(data) if compression == "gzip" else zstandard.ZstdCompressor().compress(data))
+    packed.write_bytes(
+        gzip.compress(data) if compression == "gzip" else zstandard.ZstdCompressor().compress(data)
+    )
     (loaded,) = images.load(packed, ctx=ctx)
     assert loaded.names == ("docker.io/comp/ressed:1",)
     assert loaded.image.id == _config_digest(small_layout)
 
 
-def test_saved_oci_archive_is_read_by_skopeo_and_valid(ctx: Context, small: images.Image, tmp_path: Path) -> None:
+def test_saved_oci_archive_is_read_by_skopeo_and_valid(
+    ctx: Context, small: images.Image, tmp_path: Path
+) -> None:
     out = tmp_path / "small.oci.tar"
     images.save(["small"], out, format="oci-archive", ctx=ctx)
-    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{out}"], check=True,
-                         capture_output=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci-archive:{out}"], check=True, capture_output=True
+    ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == small.manifest_digest
     info = _skopeo_json("inspect", f"oci-archive:{out}")
     assert info["Digest"] == small.manifest_digest
@@ -101,9 +111,12 @@ def test_saved_oci_archive_is_read_by_skopeo_and_valid(ctx: Context, small: imag
     with tarfile.open(out) as tf:
         tf.extractall(layout, filter="data")
     index = json.loads((layout / "index.json").read_bytes())
-    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "localhost/small:latest"
-    res = subprocess.run(["oci-image-tool", "validate", "--type", "image", str(layout)],
-                         capture_output=True, text=True)
+    assert (
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "localhost/small:latest"
+    )
+    res = subprocess.run(
+        ["oci-image-tool", "validate", "--type", "image", str(layout)], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "imageLayout" in res.stdout + res.stderr and "Validation succeeded" in res.stdout + res.stderr
 
@@ -113,10 +126,11 @@ def test_docker_archive_round_trip_through_skopeo(ctx: Context, small: images.Im
     images.save(["small"], out, format="docker-archive", ctx=ctx)
     info = _skopeo_json("inspect", f"docker-archive:{out}")
     assert info["Layers"] == [x.diff_id for x in small.layers]
-    manifest = json.loads(tarfile.open(out).extractfile("manifest.json").read())  # type: ignore[union-attr]
+    manifest = _archive_manifest(out)
     assert manifest[0]["RepoTags"] == ["localhost/small:latest"]
-    raw_config = subprocess.run(["skopeo", "inspect", "--config", "--raw", f"docker-archive:{out}"], check=True,
-                                capture_output=True).stdout
+    raw_config = subprocess.run(
+        ["skopeo", "inspect", "--config", "--raw", f"docker-archive:{out}"], check=True, capture_output=True
+    ).stdout
     assert "sha256:" + hashlib.sha256(raw_config).hexdigest() == small.id, "the config travels byte for byte"
     # skopeo converts it to OCI (re-marshalling the config, so a new ID) with the same layer diffs
     oci = tmp_path / "from-docker"
@@ -134,8 +148,9 @@ def test_docker_archive_round_trip_through_skopeo(ctx: Context, small: images.Im
 def test_oci_dir_and_docker_dir(ctx: Context, small: images.Image, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     images.save(["small"], layout, format="oci-dir", ctx=ctx)
-    res = subprocess.run(["oci-image-tool", "validate", "--type", "image", str(layout)], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        ["oci-image-tool", "validate", "--type", "image", str(layout)], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "imageLayout" in res.stdout + res.stderr, res.stdout + res.stderr
     info = _skopeo_json("inspect", f"oci:{layout}:localhost/small:latest")
     assert info["Digest"] == small.manifest_digest
@@ -172,7 +187,7 @@ def test_multi_image_archives(ctx: Context, small: images.Image, small_layout: P
     # without -m, a docker-archive takes further names as extra tags of the first image
     out = tmp_path / "tags.tar"
     images.save(["small", "extra:tag"], out, ctx=ctx)
-    manifest = json.loads(tarfile.open(out).extractfile("manifest.json").read())  # type: ignore[union-attr]
+    manifest = _archive_manifest(out)
     assert manifest[0]["RepoTags"] == ["localhost/small:latest", "localhost/extra:tag"]
 
 

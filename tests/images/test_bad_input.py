@@ -104,7 +104,9 @@ def test_docker_archive_with_wrong_diff_id(ctx: Context, before, small_layout: P
             f = src.extractfile(m) if m.isfile() else None
             data = f.read() if f else None
             if data is not None and m.name.endswith(".tar") and len(data) > 100_000:
-                data = data[:-2000] + b"\x01" + data[-1999:]  # tampered layer; config still names the old diff
+                data = (
+                    data[:-2000] + b"\x01" + data[-1999:]
+                )  # tampered layer; config still names the old diff
             if data is not None:
                 m.size = len(data)
             dst.addfile(m, io.BytesIO(data) if data is not None else None)
@@ -114,9 +116,14 @@ def test_docker_archive_with_wrong_diff_id(ctx: Context, before, small_layout: P
 
 
 def test_unknown_and_ambiguous_images(ctx: Context, before, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    for args, code in ((["rmi", "nosuch"], 1), (["inspect", "nosuch"], 125), (["history", "nosuch"], 125),
-                       (["tag", "nosuch", "x"], 125), (["save", "-o", str(tmp_path / "o.tar"), "nosuch"], 125),
-                       (["image", "tree", "nosuch"], 125)):
+    for args, code in (
+        (["rmi", "nosuch"], 1),
+        (["inspect", "nosuch"], 125),
+        (["history", "nosuch"], 125),
+        (["tag", "nosuch", "x"], 125),
+        (["save", "-o", str(tmp_path / "o.tar"), "nosuch"], 125),
+        (["image", "tree", "nosuch"], 125),
+    ):
         res = pallet(ctx, *args)
         assert res.returncode == code, args
         assert "no such image: nosuch" in _error_line(res)

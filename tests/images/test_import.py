@@ -56,25 +56,54 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 def test_import_directory(ctx: Context, rootfs: Path) -> None:
-    img = images.import_(rootfs, "myroot:1", changes=['CMD ["/bin/tool"]', "ENV A=1 B='two words'",
-                                                      "WORKDIR /srv", "LABEL x=y", "EXPOSE 8080/udp 80",
-                                                      "USER 1000:1000", "ENTRYPOINT /bin/sh", "VOLUME /data"],
-                         message="from a directory", ctx=ctx)
+    img = images.import_(
+        rootfs,
+        "myroot:1",
+        changes=[
+            'CMD ["/bin/tool"]',
+            "ENV A=1 B='two words'",
+            "WORKDIR /srv",
+            "LABEL x=y",
+            "EXPOSE 8080/udp 80",
+            "USER 1000:1000",
+            "ENTRYPOINT /bin/sh",
+            "VOLUME /data",
+        ],
+        message="from a directory",
+        ctx=ctx,
+    )
     assert img.names == ("localhost/myroot:1",)
     raw, cfg, img = _layer(ctx, "myroot:1")
-    assert cfg["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(raw).hexdigest()] == [img.layers[0].diff_id]
+    assert (
+        cfg["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(raw).hexdigest()] == [img.layers[0].diff_id]
+    )
     assert img.layers[0].diff_size == len(raw)
     with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
         members = {m.name: m for m in tf.getmembers()}
-        assert sorted(members) == sorted(["bin", "bin/tool", "caf\u00e9-\u65e5\u672c", "d", "d/" + "x" * 120,
-                                          f"d/{'x' * 120}/{'y' * 130}", "etc", "etc/motd", "etc/motd.hard",
-                                          "etc/secret", "etc/tool-link"])
+        assert sorted(members) == sorted(
+            [
+                "bin",
+                "bin/tool",
+                "caf\u00e9-\u65e5\u672c",
+                "d",
+                "d/" + "x" * 120,
+                f"d/{'x' * 120}/{'y' * 130}",
+                "etc",
+                "etc/motd",
+                "etc/motd.hard",
+                "etc/secret",
+                "etc/tool-link",
+            ]
+        )
         assert tf.extractfile("bin/tool").read() == b"#!/bin/sh\necho tool\n"  # type: ignore[union-attr]
         assert members["bin/tool"].mode == 0o755
         assert members["etc/motd.hard"].islnk() and members["etc/motd.hard"].linkname == "etc/motd"
         assert members["etc/tool-link"].issym() and members["etc/tool-link"].linkname == "../bin/tool"
-        assert (members["etc/secret"].uid, members["etc/secret"].gid, members["etc/secret"].mode) == \
-            (1000, 1000, 0o600)
+        assert (members["etc/secret"].uid, members["etc/secret"].gid, members["etc/secret"].mode) == (
+            1000,
+            1000,
+            0o600,
+        )
     c = cfg["config"]
     assert c["Cmd"] == ["/bin/tool"] and c["Entrypoint"] == ["/bin/sh", "-c", "/bin/sh"]
     assert c["Env"] == ["A=1", "B=two words"] and c["WorkingDir"] == "/srv" and c["User"] == "1000:1000"
@@ -108,7 +137,9 @@ def test_import_from_stdin_via_cli(ctx: Context, rootfs: Path) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         tf.add(rootfs, arcname=".")
-    res = pallet(ctx, "import", "-c", "CMD=/bin/tool", "-m", "piped", "-", "piped", input=buf.getvalue(), check=True)
+    res = pallet(
+        ctx, "import", "-c", "CMD=/bin/tool", "-m", "piped", "-", "piped", input=buf.getvalue(), check=True
+    )
     image_id = res.stdout.decode().strip()
     assert image_id.startswith("sha256:") and len(image_id) == 71
     with Store.open(ctx) as s:
@@ -180,7 +211,10 @@ def test_change_parsing() -> None:
     assert apply_changes(["ENV PATH /usr/bin", "ENV PATH=/bin"]) == {"Env": ["PATH=/bin"]}
     assert apply_changes(["WORKDIR /a", "WORKDIR b/../c"]) == {"WorkingDir": "/a/c"}
     assert apply_changes(['LABEL "a b"="c d" e=f']) == {"Labels": {"a b": "c d", "e": "f"}}
-    assert apply_changes(["STOPSIGNAL SIGTERM", "ONBUILD RUN x"]) == {"StopSignal": "SIGTERM", "OnBuild": ["RUN x"]}
+    assert apply_changes(["STOPSIGNAL SIGTERM", "ONBUILD RUN x"]) == {
+        "StopSignal": "SIGTERM",
+        "OnBuild": ["RUN x"],
+    }
     assert json.dumps(apply_changes(['VOLUME ["/a", "/b"]'])) == '{"Volumes": {"/a": {}, "/b": {}}}'
     for bad in ("EXPOSE http", "ENV", "LABEL novalue", "USER ", "FROM x"):
         with pytest.raises(UsageError):

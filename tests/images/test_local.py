@@ -26,8 +26,11 @@ def family(ctx: Context, small: images.Image, small_layout: Path, tmp_path: Path
 def test_tag_moves_names_and_short_names_resolve(ctx: Context, family: dict[str, images.Image]) -> None:
     small, child = family["small"], family["child"]
     img = images.tag("small", "busybox", "registry.example:5000/team/app:1", ctx=ctx)
-    assert img.names == ("localhost/small:latest", "localhost/busybox:latest",
-                         "registry.example:5000/team/app:1")
+    assert img.names == (
+        "localhost/small:latest",
+        "localhost/busybox:latest",
+        "registry.example:5000/team/app:1",
+    )
     assert images.lookup("team/app:1", ctx=ctx).id == small.id
     images.tag("child", "busybox", ctx=ctx)  # the tag moves; small keeps its other names
     assert images.lookup("busybox", ctx=ctx).id == child.id
@@ -38,16 +41,19 @@ def test_tag_moves_names_and_short_names_resolve(ctx: Context, family: dict[str,
         images.tag("small", f"x@{small.manifest_digest}", ctx=ctx)
 
 
-def test_rmi_untags_when_several_names_and_deletes_with_the_last(ctx: Context,
-                                                                  family: dict[str, images.Image]) -> None:
+def test_rmi_untags_when_several_names_and_deletes_with_the_last(
+    ctx: Context, family: dict[str, images.Image]
+) -> None:
     small = family["small"]
     images.tag("small", "other:1", ctx=ctx)
     r = images.remove(["other:1"], ctx=ctx)
     assert [(e.action, e.value) for e in r.events] == [("untagged", "localhost/other:1")] and not r.errors
     assert images.exists("small", ctx=ctx)
     r = images.remove(["small"], ctx=ctx)
-    assert [(e.action, e.value) for e in r.events] == [("untagged", "localhost/small:latest"),
-                                                        ("deleted", small.id)]
+    assert [(e.action, e.value) for e in r.events] == [
+        ("untagged", "localhost/small:latest"),
+        ("deleted", small.id),
+    ]
     assert not images.exists(small.id, ctx=ctx)
     # child and sibling still have their shared base layers
     with images.open_store(ctx) as s:
@@ -101,8 +107,9 @@ def test_rmi_all_and_prune(ctx: Context, family: dict[str, images.Image]) -> Non
 
 def test_filters(ctx: Context, family: dict[str, images.Image]) -> None:
     def names(*filters: str, **kw: object) -> list[str]:
-        return sorted(n for i in images.list(ctx=ctx, filters=filters, **kw) for n in i.names) or \
-            sorted(i.short_id for i in images.list(ctx=ctx, filters=filters, **kw))
+        return sorted(n for i in images.list(ctx=ctx, filters=filters, **kw) for n in i.names) or sorted(
+            i.short_id for i in images.list(ctx=ctx, filters=filters, **kw)
+        )
 
     assert names("label=derived") == ["localhost/child:latest", "localhost/sibling:latest"]
     assert names("label=derived=child") == ["localhost/child:latest"]
@@ -131,15 +138,19 @@ def test_intermediate_images_hidden_without_all(ctx: Context, family: dict[str, 
     shown = {i.id for i in images.list(ctx=ctx)}
     assert family["child"].id not in shown
     assert family["child"].id in {i.id for i in images.list(ctx=ctx, all=True)}
-    assert [i.id for i in images.list(ctx=ctx, filters=["intermediate=true"], all=True)] == [family["child"].id]
+    assert [i.id for i in images.list(ctx=ctx, filters=["intermediate=true"], all=True)] == [
+        family["child"].id
+    ]
 
 
 def test_history_rows_and_ids(ctx: Context, family: dict[str, images.Image]) -> None:
     rows = images.history("small", ctx=ctx)
     small = family["small"]
-    assert [r.created_by for r in rows] == ["refimage: empty layer",
-                                            "refimage: whiteouts, opaque dir, hardlink, modes",
-                                            "refimage: busybox base"]
+    assert [r.created_by for r in rows] == [
+        "refimage: empty layer",
+        "refimage: whiteouts, opaque dir, hardlink, modes",
+        "refimage: busybox base",
+    ]
     assert [r.size for r in rows] == [x.diff_size for x in reversed(small.layers)]
     # the row of small's 2nd layer is child's top: podman shows the local image's ID there
     assert [r.id for r in rows] == [small.id, family["child"].id, family["sibling"].id]

@@ -28,8 +28,13 @@ def gz(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
 
 
-def build_image(store: Store, label: str, layers: list[bytes] | None = None, names: tuple[str, ...] = (),
-                created: str = "2024-01-01T00:00:00Z") -> Image:
+def build_image(
+    store: Store,
+    label: str,
+    layers: list[bytes] | None = None,
+    names: tuple[str, ...] = (),
+    created: str = "2024-01-01T00:00:00Z",
+) -> Image:
     """An image of ``layers`` (raw tars; default one layer holding ``label``), gzip-compressed."""
     layers = layers if layers is not None else [tar_bytes({f"{label}.txt": label.encode()})]
     descs, diffs = [], []
@@ -38,15 +43,26 @@ def build_image(store: Store, label: str, layers: list[bytes] | None = None, nam
         d = store.put(blob)
         descs.append({"mediaType": mt.OCI_LAYER_GZIP, "digest": d, "size": len(blob)})
         diffs.append("sha256:" + hashlib.sha256(raw).hexdigest())
-    cfg = json.dumps({"created": created, "architecture": "amd64", "os": "linux",
-                      "config": {"Labels": {"test.label": label}, "Cmd": ["/bin/sh"]},
-                      "rootfs": {"type": "layers", "diff_ids": diffs},
-                      "history": [{"created": created, "created_by": f"layer {i}"} for i in range(len(layers))]},
-                     sort_keys=True).encode()
+    cfg = json.dumps(
+        {
+            "created": created,
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"test.label": label}, "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diffs},
+            "history": [{"created": created, "created_by": f"layer {i}"} for i in range(len(layers))],
+        },
+        sort_keys=True,
+    ).encode()
     cd = store.put(cfg)
-    man = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                      "config": {"mediaType": mt.OCI_CONFIG, "digest": cd, "size": len(cfg)},
-                      "layers": descs}).encode()
+    man = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": cd, "size": len(cfg)},
+            "layers": descs,
+        }
+    ).encode()
     return store.add_image(parse(man), names=names)
 
 

@@ -24,7 +24,7 @@ def test_writer_streams_verifies_and_publishes(store: Store) -> None:
     expected = Digest.of(data)
     w = store.writer(expected, len(data))
     for i in range(0, len(data), 100_000):
-        w.write(data[i:i + 100_000])
+        w.write(data[i : i + 100_000])
         assert not store.has_blob(expected), "a blob must not be visible before commit"
     assert w.commit() == expected
     assert store.has_blob(expected)
@@ -107,7 +107,9 @@ _SLOW_WRITER = textwrap.dedent("""
 
 def test_kill_9_mid_ingest_leaves_no_visible_blob(tmp_path: Path) -> None:
     root = tmp_path / "images"
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(root)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(root)], stdout=subprocess.PIPE, text=True
+    )
     try:
         temp = Path(proc.stdout.readline().strip())  # type: ignore[union-attr]
         assert temp.exists() and temp.stat().st_size >= 64 << 20
@@ -139,7 +141,9 @@ _LEASE_HOLDER = textwrap.dedent("""
 
 def test_gc_respects_live_leases_and_drops_dead_ones(tmp_path: Path) -> None:
     root = tmp_path / "images"
-    proc = subprocess.Popen([sys.executable, "-c", _LEASE_HOLDER, str(root)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LEASE_HOLDER, str(root)], stdout=subprocess.PIPE, text=True
+    )
     try:
         digest = proc.stdout.readline().strip()  # type: ignore[union-attr]
         with Store(root) as s:

@@ -64,10 +64,21 @@ _GC = textwrap.dedent("""
 def test_concurrent_processes_keep_the_index_consistent(tmp_path: Path) -> None:
     root = tmp_path / "images"
     Store(root).close()
-    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, str(REPO), str(root), str(i), "25"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
-    gc = subprocess.Popen([sys.executable, "-c", _GC, str(REPO), str(root), "8"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(REPO), str(root), str(i), "25"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    gc = subprocess.Popen(
+        [sys.executable, "-c", _GC, str(REPO), str(root), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results = []
     try:
         for w in workers:
@@ -107,6 +118,8 @@ def test_concurrent_processes_keep_the_index_consistent(tmp_path: Path) -> None:
         for img in images.values():
             assert s.has_blob(img.manifest_digest)
         on_disk = set(s.blobs.walk())
-        needed = {d for i in images.values() for d in (i.id, i.manifest_digest, *(x.digest for x in i.layers))}
+        needed = {
+            d for i in images.values() for d in (i.id, i.manifest_digest, *(x.digest for x in i.layers))
+        }
         assert on_disk == needed, "after gc exactly the referenced blobs remain"
         assert list(s.blobs.ingest_dir.iterdir()) == []

@@ -36,18 +36,43 @@ def test_register_small_layout_as_a_pull_would(store: Store, small_layout: Path)
 
 
 def test_lookup_like_podman(store: Store, small_layout: Path) -> None:
-    img = add_layout(store, small_layout, names=("docker.io/library/busybox:latest", "localhost/app:1",
-                                                 "quay.io/team/tool:2"))
-    for text in ("busybox", "busybox:latest", "docker.io/busybox", "docker.io/library/busybox:latest",
-                 "library/busybox", "app:1", "localhost/app:1", "tool:2", "team/tool:2", "quay.io/team/tool:2",
-                 img.id, img.id.encoded, img.id.encoded[:12], img.id.encoded[:3], f"sha256:{img.id.encoded[:8]}",
-                 f"busybox@{img.manifest_digest}", f"quay.io/team/tool@{img.manifest_digest}"):
+    img = add_layout(
+        store,
+        small_layout,
+        names=("docker.io/library/busybox:latest", "localhost/app:1", "quay.io/team/tool:2"),
+    )
+    for text in (
+        "busybox",
+        "busybox:latest",
+        "docker.io/busybox",
+        "docker.io/library/busybox:latest",
+        "library/busybox",
+        "app:1",
+        "localhost/app:1",
+        "tool:2",
+        "team/tool:2",
+        "quay.io/team/tool:2",
+        img.id,
+        img.id.encoded,
+        img.id.encoded[:12],
+        img.id.encoded[:3],
+        f"sha256:{img.id.encoded[:8]}",
+        f"busybox@{img.manifest_digest}",
+        f"quay.io/team/tool@{img.manifest_digest}",
+    ):
         assert store.lookup(text).id == img.id, text
     r = store.resolve("busybox")
     assert (r.by, r.ref) == ("name", "docker.io/library/busybox:latest")
     assert store.resolve(img.id.encoded[:5]).by == "id"
-    for missing in ("busybox:other", "app", "quay.io/team/tool", "nothere", "registry.example/team/tool:2",
-                    f"other@{img.manifest_digest}", "sha256:" + "0" * 64):
+    for missing in (
+        "busybox:other",
+        "app",
+        "quay.io/team/tool",
+        "nothere",
+        "registry.example/team/tool:2",
+        f"other@{img.manifest_digest}",
+        "sha256:" + "0" * 64,
+    ):
         with pytest.raises(ImageNotFound, match="no such image"):
             store.lookup(missing)
     with pytest.raises(InvalidReference):
@@ -144,19 +169,49 @@ def test_gc_removes_unreferenced_blobs(tmp_path: Path) -> None:
 def test_add_image_refuses_inconsistent_content(store: Store) -> None:
     raw = tar_bytes({"f": b"x"})
     layer = store.put(gzip.compress(raw))
-    cfg = json.dumps({"architecture": "amd64", "os": "linux",
-                      "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+    cfg = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
+        }
+    ).encode()
     cd = store.put(cfg)
-    man = parse(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd,
-                                       "size": len(cfg)},
-                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                        "digest": layer, "size": len(gzip.compress(raw))}]}).encode())
+    man = parse(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": cd,
+                    "size": len(cfg),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer,
+                        "size": len(gzip.compress(raw)),
+                    }
+                ],
+            }
+        ).encode()
+    )
     with pytest.raises(ContentError, match="unpacks to diff ID"):
         store.add_image(man)
-    missing = parse(json.dumps({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                                                 "digest": "sha256:" + "2" * 64, "size": 2},
-                                "layers": []}).encode())
+    missing = parse(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": "sha256:" + "2" * 64,
+                    "size": 2,
+                },
+                "layers": [],
+            }
+        ).encode()
+    )
     with pytest.raises(StoreError, match="not in the store"):
         store.add_image(missing)
     assert store.images() == []

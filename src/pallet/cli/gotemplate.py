@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from pallet.errors import UsageError
@@ -67,11 +65,12 @@ MISSING = _Missing()
 
 
 # -- lexing and parsing ---------------------------------------------------------------------------------
-@dataclass
 class _Tok:
-    kind: str  # field var ident string number bool nil pipe lparen rparen declare assign comma dot
-    value: Any
-    pos: int
+    __slots__ = ("kind", "pos", "value")
+
+    def __init__(self, kind: str, value: Any, pos: int) -> None:
+        # kind: field var ident string number bool nil pipe lparen rparen declare assign comma dot
+        self.kind, self.value, self.pos = kind, value, pos
 
 
 _TOKEN = re.compile(
@@ -139,47 +138,58 @@ def _lex_action(text: str, offset: int) -> list[_Tok]:
     return toks
 
 
-# nodes
-@dataclass
+# nodes (plain slotted classes: cheap to define, so --format costs little at start-up)
 class _Text:
-    text: str
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-@dataclass
 class _Arg:
-    kind: str  # field var const ident pipe dot nil
-    value: Any
-    chain: list[str] = field(default_factory=list)
+    __slots__ = ("chain", "kind", "value")
+
+    def __init__(self, kind: str, value: Any, chain: list[str] | None = None) -> None:
+        self.kind = kind  # field var const ident pipe dot nil
+        self.value = value
+        self.chain = chain if chain is not None else []
 
 
-@dataclass
 class _Cmd:
-    args: list[_Arg]
+    __slots__ = ("args",)
+
+    def __init__(self, args: list[_Arg]) -> None:
+        self.args = args
 
 
-@dataclass
 class _Pipe:
-    cmds: list[_Cmd]
-    decl: list[str] = field(default_factory=list)
-    assign: bool = False  # "=" rather than ":="
+    __slots__ = ("assign", "cmds", "decl")
+
+    def __init__(self, cmds: list[_Cmd], decl: list[str] | None = None, assign: bool = False) -> None:
+        self.cmds = cmds
+        self.decl = decl if decl is not None else []
+        self.assign = assign  # "=" rather than ":="
 
 
-@dataclass
 class _Action:
-    pipe: _Pipe
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: _Pipe) -> None:
+        self.pipe = pipe
 
 
-@dataclass
 class _Branch:
-    kind: str  # if range with
-    pipe: _Pipe
-    body: list[Any]
-    orelse: list[Any]
+    __slots__ = ("body", "kind", "orelse", "pipe")
+
+    def __init__(self, kind: str, pipe: _Pipe, body: list[Any], orelse: list[Any]) -> None:
+        self.kind, self.pipe, self.body, self.orelse = kind, pipe, body, orelse  # if range with
 
 
-@dataclass
 class _Control:
-    kind: str  # break continue
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # break continue
 
 
 class _Parser:
@@ -386,6 +396,8 @@ def _go_float(f: float) -> str:
         return "+Inf" if f > 0 else "-Inf"
     if f == 0:
         return "0"
+    from decimal import Decimal
+
     sign, digits, exp = Decimal(repr(f)).normalize().as_tuple()
     ds = "".join(map(str, digits))
     point = len(ds) + int(exp)  # position of the decimal point

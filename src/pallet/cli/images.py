@@ -411,7 +411,6 @@ def _bool_arg(value: str, flag: str) -> bool:
 
 # -- handlers ------------------------------------------------------------------------------------------------
 def _images(args: argparse.Namespace, ctx: Context) -> int:
-    from pallet import images as api
     from pallet.cli import gotemplate
     from pallet.images import local, open_store
 
@@ -420,7 +419,6 @@ def _images(args: argparse.Namespace, ctx: Context) -> int:
         imgs = local.list_images(s, all=args.all, filters=args.filter, names=names)
         want_labels = bool(args.format) and ("Labels" in args.format or args.format.strip() == "json")
         label_of = {i.id: local.config_labels(s, i) for i in imgs} if want_labels else {}
-    del api
     if args.quiet:
         seen: list[str] = []
         for img in imgs:
@@ -434,7 +432,7 @@ def _images(args: argparse.Namespace, ctx: Context) -> int:
         gotemplate_json = [_image_summary(i, label_of.get(i.id, {})) for i in imgs]
         _print(gotemplate.to_json(gotemplate_json, indent=4) + "\n")
         return 0
-    patterns = names + [f.partition("=")[2] for f in args.filter if f.partition("=")[0].strip() == "reference"]
+    patterns = names + [v for k, _, v in (f.partition("=") for f in args.filter) if k.strip() == "reference"]
     rows = _image_rows(
         imgs, args.no_trunc, (lambda i: label_of.get(i.id, {})) if want_labels else None, patterns
     )

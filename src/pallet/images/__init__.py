@@ -15,14 +15,36 @@ import builtins
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pallet.content.platform import Platform
-from pallet.context import Context
-from pallet.images.archive import FORMATS, ArchiveError, Loaded
-from pallet.images.layertree import LayerTree
-from pallet.images.local import HistoryEntry, RemoveEvent, RemoveReport
 from pallet.store import GCReport, Image, Store
+
+if TYPE_CHECKING:
+    from pallet.content.platform import Platform
+    from pallet.context import Context
+    from pallet.images.archive import Loaded
+    from pallet.images.layertree import LayerTree
+    from pallet.images.local import HistoryEntry, RemoveReport
+
+# imported on first use, so `pallet images` does not load the archive code (tarfile, shutil ...)
+_LAZY = {
+    "FORMATS": "pallet.images.archive",
+    "ArchiveError": "pallet.images.archive",
+    "Loaded": "pallet.images.archive",
+    "HistoryEntry": "pallet.images.local",
+    "RemoveEvent": "pallet.images.local",
+    "RemoveReport": "pallet.images.local",
+    "LayerTree": "pallet.images.layertree",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pallet.images' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "FORMATS",
