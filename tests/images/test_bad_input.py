@@ -175,3 +175,48 @@ def test_rmi_in_use_exit_code(ctx: Context, before) -> None:  # type: ignore[no-
     res = pallet(ctx, "rmi", "-f", "small", check=True)
     assert res.stdout.decode().splitlines()[0] == "Untagged: localhost/small:latest"
     assert json.loads(pallet(ctx, "images", "--format", "json").stdout) == []
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs of our own (root only), unmounted afterwards whatever happens."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pallet-test-tiny", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk(ctx: Context, before, small_layout: Path, tiny_fs: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # saving to a full disk: one error line, and no partial archive left behind
+    res = pallet(ctx, "save", "-o", str(tiny_fs / "small.tar"), "small")
+    assert res.returncode == 125 and "No space left on device" in _error_line(res)
+    assert list(tiny_fs.iterdir()) == []
+    _still_works(ctx, before)
+    # a store on a full disk: the load fails cleanly and the store is still usable afterwards
+    full = Context(root=tiny_fs / "root", runroot=tmp_path / "run-full")
+    archive = tmp_path / "small.tar"
+    skopeo_copy(f"oci:{small_layout}:latest", f"oci-archive:{archive}:small")
+    res = pallet(full, "load", "-i", str(archive))
+    assert res.returncode == 125 and "No space left on device" in _error_line(res)
+    assert pallet(full, "images", "-q", check=True).stdout == b""
+    res = pallet(full, "import", str(small_layout), "toobig")  # a directory bigger than the disk
+    assert res.returncode == 125 and "No space left on device" in _error_line(res)
+    res = pallet(full, "import", "-", "tiny", input=_tiny_tar())
+    assert res.returncode == 0, res.stderr
+    assert pallet(full, "image", "exists", "tiny").returncode == 0
+
+
+def _tiny_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("hello")
+        ti.size = 5
+        tf.addfile(ti, io.BytesIO(b"hello"))
+    return buf.getvalue()

@@ -27,7 +27,7 @@ from pallet.content import mediatypes as mt
 from pallet.content.digest import CHUNK, Digest, Hasher
 from pallet.content.manifest import Descriptor, Index, InvalidManifest, Manifest, parse
 from pallet.content.platform import Platform
-from pallet.errors import ContentError, DigestMismatch, InvalidReference, UsageError
+from pallet.errors import ContentError, DigestMismatch, InvalidReference, StoreError, UsageError
 from pallet.fsutil import atomic_write
 from pallet.store import Image, Store
 from pallet.store import names as naming
@@ -563,7 +563,12 @@ def save(
         return
     writer = _write_oci_tar if format == "oci-archive" else _write_docker_tar
     if not isinstance(output, (str, os.PathLike)):
-        writer(store, selected, output)
+        try:
+            writer(store, selected, output)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StoreError(f"writing the archive: {e.strerror or e}") from None
         return
     path = Path(output)
     if path.is_dir():
@@ -579,6 +584,10 @@ def save(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StoreError(f"writing {path}: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -614,6 +623,13 @@ class _Tar:
     def close(self) -> None:
         self.tf.close()
 
+    def abort(self) -> None:
+        """Drop the stream without writing the end blocks (the output failed or is being discarded)."""
+        stream = self.tf.fileobj
+        self.tf.closed = True
+        if hasattr(stream, "closed"):
+            stream.closed = True  # tarfile's _Stream would otherwise flush into a dead file on __del__
+
 
 def _oci_index(store: Store, selected: Iterable[_Saved]) -> tuple[bytes, builtins.list[Digest]]:
     """index.json bytes for ``selected`` and every blob it reaches (manifests, configs, layers)."""
@@ -641,6 +657,14 @@ def _oci_index(store: Store, selected: Iterable[_Saved]) -> tuple[bytes, builtin
 def _write_oci_tar(store: Store, selected: builtins.list[_Saved], out: BinaryIO) -> None:
     index, blobs = _oci_index(store, selected)
     t = _Tar(out)
+    try:
+        _oci_tar_body(store, t, index, blobs)
+    except BaseException:
+        t.abort()
+        raise
+
+
+def _oci_tar_body(store: Store, t: _Tar, index: bytes, blobs: builtins.list[Digest]) -> None:
     t.bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     t.dir("blobs")
     for d in blobs:
@@ -666,6 +690,14 @@ class _VerifyingReader:
 
 def _write_docker_tar(store: Store, selected: builtins.list[_Saved], out: BinaryIO) -> None:
     t = _Tar(out)
+    try:
+        _docker_tar_body(store, t, selected)
+    except BaseException:
+        t.abort()
+        raise
+
+
+def _docker_tar_body(store: Store, t: _Tar, selected: builtins.list[_Saved]) -> None:
     items: builtins.list[dict[str, Any]] = []
     written: set[str] = set()
     for s in selected:

@@ -155,12 +155,19 @@ class _LayerOut:
 
     def __init__(self, store: Store) -> None:
         self.writer = store.writer()
+        self.error: Exception | None = None
         self.diff = Hasher("sha256")
         self._gz = compression.compressor(_Sink(self.writer.write), "gzip")  # type: ignore[arg-type]
 
     def write(self, data: bytes) -> int:
-        self.diff.update(data)
-        self._gz.write(data)
+        if self.error is not None:  # tarfile flushes again while unwinding: report the first failure
+            raise self.error
+        try:
+            self.diff.update(data)
+            self._gz.write(data)
+        except Exception as e:
+            self.error = e
+            raise
         return len(data)
 
     def finish(self) -> tuple[Digest, int, Digest, int]:

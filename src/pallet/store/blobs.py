@@ -176,7 +176,10 @@ class BlobWriter:
         self.expected_size = size if size is not None and size >= 0 else None
         self._hasher = Hasher(self.expected.algorithm if self.expected else "sha256")
         self._before_publish = before_publish
-        store.ingest_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            store.ingest_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot write to the image store at {store.root}: {e.strerror}") from None
         self.temp_path = store.ingest_dir / f"blob-{os.getpid()}-{secrets.token_hex(8)}"
         # Created under a name gc leaves alone, locked, then renamed: gc only ever sees temp files
         # that are locked (live) or whose writer died (lockable), never one between open and flock.
@@ -234,6 +237,9 @@ class BlobWriter:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(self.temp_path, target)
                 fsync_dir(target.parent)
+        except OSError as e:
+            self.abort()
+            raise StoreError(f"storing blob in {self._store.root}: {e.strerror or e}") from None
         except BaseException:
             self.abort()
             raise

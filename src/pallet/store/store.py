@@ -274,20 +274,23 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.root)
         self._lock = threading.RLock()
         self._timeout = timeout
-        self._db = sqlite3.connect(
-            self.root / "index.db", timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.root / "index.db", timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the image store at {self.root}: {_reason(e)}") from None
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             self._db.close()
             raise StoreError(f"image index {self.root / 'index.db'} is unusable: {e}") from None
         self._lease_id: str | None = None
@@ -346,11 +349,18 @@ class Store:
                 raise StoreError(f"image index {self.root / 'index.db'} is busy or unusable: {e}") from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):  # disk full, I/O error, corrupted file ...
+                    raise StoreError(f"image index {self.root / 'index.db'}: {e}") from None
                 raise
-            else:
+            try:
                 self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"image index {self.root / 'index.db'}: {e}") from None
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -958,6 +968,10 @@ def _check_repo_digest(text: str) -> str:
     if not ref.domain or ref.digest is None or ref.tag:
         raise InvalidReference(f"a repo digest is registry/repo@digest, not {text!r}")
     return text
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e)
 
 
 def _lock_held(path: Path) -> bool:
