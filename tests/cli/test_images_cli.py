@@ -174,3 +174,23 @@ def test_unregistered_and_group_usage(cli) -> None:  # type: ignore[no-untyped-d
     cli("pull", "busybox", rc=125)  # pull/push are wired by the registry client, not here
     cli("rmi", rc=125)
     assert "at least one IMAGE" in cli.err  # type: ignore[attr-defined]
+
+
+def test_untagged_image_with_repo_digest_shows_its_repository(cli, root: Path) -> None:  # type: ignore[no-untyped-def]
+    from pallet.store import Store
+
+    with Store(root / "images") as s:
+        img = s.lookup("small")
+        s.add_repo_digest(img.id, f"docker.io/library/small@{img.manifest_digest}")
+        s.untag("localhost/small:latest")
+    out = cli("images", "--digests").splitlines()
+    repo, tag, digest = cols(out[1])[:3]
+    assert (repo, tag, digest) == ("docker.io/library/small", "<none>", img.manifest_digest)
+    info = json.loads(cli("inspect", "small@" + img.manifest_digest))[0]
+    assert info["RepoTags"] == [] and info["RepoDigests"] == [
+        f"docker.io/library/small@{img.manifest_digest}"
+    ]
+    assert cli("rmi", f"docker.io/library/small@{img.manifest_digest}").splitlines() == [
+        f"Untagged: docker.io/library/small@{img.manifest_digest}",
+        f"Deleted: {img.id.encoded}",
+    ]

@@ -201,3 +201,69 @@ def test_cli_save_to_stdout_and_load_from_stdin(ctx: Context, small: images.Imag
     assert res.stdout == b"" and (tmp_path / "o.tar").stat().st_size > 2_000_000
     res = pallet(other, "save", "--format", "oci-dir", "small")
     assert res.returncode == 125 and b"needs -o DIR" in res.stderr
+
+
+def test_zstd_layers_made_by_skopeo(ctx: Context, small_layout: Path, tmp_path: Path) -> None:
+    zdir = tmp_path / "zstd-layout"
+    skopeo_copy(f"oci:{small_layout}:latest", f"oci:{zdir}:z", "--dest-compress-format", "zstd", "-f", "oci")
+    (loaded,) = images.load_layout(zdir, "z", name="zsmall", ctx=ctx)
+    img = loaded.image
+    assert all(x.media_type == mt.OCI_LAYER_ZSTD for x in img.layers)
+    with images.open_store(ctx) as s:
+        assert all(s.read_blob(x.digest)[:4] == b"\x28\xb5\x2f\xfd" for x in img.layers)
+    assert img.id == _config_digest(small_layout), "same config, so the same image"
+    assert [x.diff_size for x in img.layers] == [2027520, 317440, 10240]
+    # a docker-archive needs uncompressed layers: save decompresses zstd on the fly
+    out = tmp_path / "z.docker.tar"
+    images.save(["zsmall"], out, ctx=ctx)
+    assert _skopeo_json("inspect", f"docker-archive:{out}")["Layers"] == [x.diff_id for x in img.layers]
+    with pytest.raises(Exception, match="zstd-compressed"):
+        images.save(["zsmall"], tmp_path / "ddir", format="docker-dir", ctx=ctx)
+
+
+def test_layout_with_a_multi_platform_index(ctx: Context, small_layout: Path, tmp_path: Path) -> None:
+    """index.json → an image index (amd64 + a foreign arch whose blobs are absent): the host's is loaded."""
+    import platform as host
+
+    layout = tmp_path / "multi"
+    skopeo_copy(f"oci:{small_layout}:latest", f"oci:{layout}:tmp")
+    top = json.loads((layout / "index.json").read_bytes())
+    desc = top["manifests"][0]
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(host.machine(), host.machine())
+    other = "s390x" if arch != "s390x" else "amd64"
+    inner = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": desc["mediaType"],
+                "digest": "sha256:" + "ab" * 32,
+                "size": 700,
+                "platform": {"os": "linux", "architecture": other},
+            },
+            {
+                "mediaType": desc["mediaType"],
+                "digest": desc["digest"],
+                "size": desc["size"],
+                "platform": {"os": "linux", "architecture": arch},
+            },
+        ],
+    }
+    raw = json.dumps(inner).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(raw)
+    top["manifests"] = [
+        {
+            "mediaType": mt.OCI_INDEX,
+            "digest": f"sha256:{digest}",
+            "size": len(raw),
+            "annotations": {"org.opencontainers.image.ref.name": "docker.io/library/multi:1"},
+        }
+    ]
+    (layout / "index.json").write_text(json.dumps(top))
+    (loaded,) = images.load(layout, ctx=ctx)
+    assert loaded.names == ("docker.io/library/multi:1",)
+    assert loaded.image.manifest_digest == desc["digest"]
+    assert f"sha256:{digest}" in loaded.image.digests
+    assert images.lookup(f"multi@sha256:{digest}", ctx=ctx).id == loaded.image.id
+    assert images.lookup(f"multi@{desc['digest']}", ctx=ctx).id == loaded.image.id

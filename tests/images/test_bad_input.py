@@ -220,3 +220,90 @@ def _tiny_tar() -> bytes:
         ti.size = 5
         tf.addfile(ti, io.BytesIO(b"hello"))
     return buf.getvalue()
+
+
+def test_kill_9_mid_load(ctx: Context, before, small_layout: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    archive = _oci_archive(_random_layout(tmp_path / "rnd"), tmp_path / "a.tar").read_bytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pallet.cli.main", "--root", str(ctx.root), "load"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(archive[: len(archive) * 2 // 3])  # most of it: some blobs in, one half-written
+        proc.stdin.flush()
+        ingest = ctx.root / "images" / "ingest"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(ingest.glob("blob-*")):
+            time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdin:
+            proc.stdin.close()
+    assert _store_state(ctx)[0] == before[0], "no image appeared"
+    leftovers = list((ctx.root / "images" / "ingest").iterdir())
+    assert leftovers, "the killed load left its half-written blob (proof the kill hit mid-ingest)"
+    res = pallet(ctx, "image", "prune", "-f", check=True)  # gc: the dead load's lease, blobs and temp go
+    assert res.stdout == b""
+    assert _store_state(ctx) == before
+    assert list((ctx.root / "images" / "ingest").iterdir()) == []
+    assert list((ctx.root / "images" / "leases").iterdir()) == [], "the dead process's lease is gone"
+    _still_works(ctx, before)
+
+
+def _random_layout(out: Path) -> Path:
+    """An OCI layout of one image whose blobs the store does not have yet (4 MB of random data)."""
+    import hashlib
+
+    def put(data: bytes) -> dict:
+        h = hashlib.sha256(data).hexdigest()
+        (out / "blobs/sha256" / h).write_bytes(data)
+        return {"digest": f"sha256:{h}", "size": len(data)}
+
+    (out / "blobs/sha256").mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("random.bin")
+        payload = os.urandom(4 << 20)
+        ti.size = len(payload)
+        tf.addfile(ti, io.BytesIO(payload))
+    raw = buf.getvalue()
+    layer = put(gzip.compress(raw, compresslevel=1))
+    cfg = put(
+        json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
+            }
+        ).encode()
+    )
+    man = put(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cfg},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer}],
+            }
+        ).encode()
+    )
+    (out / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", **man}],
+            }
+        )
+    )
+    (out / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    return out

@@ -163,7 +163,7 @@ class _StreamSource(_Source):
         if m:
             expected = f"{m.group(1)}:{m.group(2)}"
             try:
-                digest = self.store.ingest(f, expected, member.size)
+                digest = self._known(f, expected, member.size) or self.store.ingest(f, expected, member.size)
             except DigestMismatch as e:
                 raise ArchiveError(f"{self.label}: {name} does not match its digest: {e}") from None
             except ValueError as e:
@@ -176,6 +176,22 @@ class _StreamSource(_Source):
             digest = self.store.ingest(f, None, member.size)
             self.ingested.add(digest)
             self.files[name] = ("blob", digest)
+
+    def _known(self, f: BinaryIO, expected: str, size: int) -> Digest | None:
+        """A blob the store already holds: the archive's copy is only hashed (it must still match
+        its name: a corrupted archive is an error even when we would not need its bytes)."""
+        digest = Digest(expected)
+        if digest.algorithm not in ("sha256", "sha512") or not self.store.has_blob(digest):
+            return None
+        self.store.lease_blob(digest)  # lease first, then re-check: a concurrent gc may have won
+        if not (self.store.has_blob(digest) and self.store.blob_size(digest) == size):
+            return None
+        h = Hasher(digest.algorithm)
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+        h.verify(digest, size, what="blob")
+        self.ingested.add(digest)
+        return digest
 
     def _resolve(self, name: str) -> tuple[str, Any]:
         name = _clean(name)
