@@ -36,9 +36,11 @@ def derived_layout(base: Path, out: Path, keep_layers: int, label: str, tag: str
         h = layer["digest"].split(":")[1]
         shutil.copyfile(base / "blobs/sha256" / h, out / "blobs/sha256" / h)
     cfg["rootfs"]["diff_ids"] = cfg["rootfs"]["diff_ids"][:keep_layers]
-    label_step = {"created": "2024-02-02T00:00:00Z",
-                  "created_by": f"/bin/sh -c #(nop)  LABEL derived={label}",
-                  "empty_layer": True}
+    label_step = {
+        "created": "2024-02-02T00:00:00Z",
+        "created_by": f"/bin/sh -c #(nop)  LABEL derived={label}",
+        "empty_layer": True,
+    }
     cfg["history"] = [*cfg["history"][:keep_layers], label_step]
     cfg["config"]["Labels"] = {"derived": label}
     cfg["created"] = "2024-02-02T00:00:00Z"

@@ -46,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
     return getattr(importlib.import_module(module), name)
 
+
 __all__ = [
     "FORMATS",
     "ArchiveError",

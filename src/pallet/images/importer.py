@@ -84,7 +84,7 @@ def apply_changes(changes: Iterable[str], base: dict[str, Any] | None = None) ->
         text = change.strip()
         head = text.split(None, 1)[0] if text else ""
         name, sep, value = head.partition("=")
-        value = text[len(name) + 1:] if sep else text[len(head):].strip()
+        value = text[len(name) + 1 :] if sep else text[len(head) :].strip()
         instr = name.upper()
         if instr not in CHANGE_INSTRUCTIONS:
             raise UsageError(

@@ -555,8 +555,10 @@ class Store:
                 mine = {image_id, manifest_digest, *(x.digest for x in layers)}
                 if index_digest is not None:
                     mine.add(index_digest)
-                db.executemany("DELETE FROM lease_blobs WHERE lease_id=? AND digest=?",
-                               [(self._lease_id, str(d)) for d in mine])
+                db.executemany(
+                    "DELETE FROM lease_blobs WHERE lease_id=? AND digest=?",
+                    [(self._lease_id, str(d)) for d in mine],
+                )
             return self._load(db, [image_id])[0]
 
     def _config_bytes(self, manifest: Manifest) -> bytes:
