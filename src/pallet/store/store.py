@@ -579,8 +579,9 @@ class Store:
         self, manifest: Manifest, diff_ids: list[Digest], known: Mapping[str, int], verify: bool
     ) -> list[Layer]:
         chains = chain_ids(diff_ids)
-        out = []
-        for desc, diff_id, chain in zip(manifest.layers, diff_ids, chains, strict=True):
+        sizes: dict[int, int] = {}
+        todo: list[int] = []
+        for i, (desc, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
             try:
                 size = self.blobs.size(desc.digest)
             except BlobUnknown:
@@ -592,18 +593,40 @@ class Store:
             diff_size = known.get(diff_id)
             if diff_size is None:
                 diff_size = self._known_diff_size(desc.digest, diff_id)
+            if diff_size is None and mt.LAYER_COMPRESSION.get(desc.media_type) == "none" and (
+                desc.digest == diff_id
+            ):
+                diff_size = size  # an uncompressed layer is its own diff
             if diff_size is None:
-                if mt.LAYER_COMPRESSION.get(desc.media_type) == "none" and desc.digest == diff_id:
-                    diff_size = size  # an uncompressed layer is its own diff
-                else:
-                    with self.blobs.open(desc.digest) as f:
-                        got, diff_size = diff_info(f, desc.media_type)
-                    if verify and got != diff_id:
-                        raise ContentError(
-                            f"layer {desc.digest} unpacks to diff ID {got}, but the config says {diff_id}"
-                        )
-            out.append(Layer(Digest(desc.digest), desc.media_type, desc.size, diff_id, chain, int(diff_size)))
-        return out
+                todo.append(i)
+            else:
+                sizes[i] = diff_size
+
+        def measure(i: int) -> tuple[int, Digest, int]:
+            desc = manifest.layers[i]
+            with self.blobs.open(desc.digest) as f:
+                got, n = diff_info(f, desc.media_type)
+            return i, got, n
+
+        # decompression and hashing release the GIL: layers are measured side by side
+        if len(todo) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1, 4)) as pool:
+                results = list(pool.map(measure, todo))
+        else:
+            results = [measure(i) for i in todo]
+        for i, got, n in results:
+            desc, diff_id = manifest.layers[i], diff_ids[i]
+            if verify and got != diff_id:
+                raise ContentError(
+                    f"layer {desc.digest} unpacks to diff ID {got}, but the config says {diff_id}"
+                )
+            sizes[i] = n
+        return [
+            Layer(Digest(d.digest), d.media_type, d.size, diff_ids[i], chains[i], int(sizes[i]))
+            for i, d in enumerate(manifest.layers)
+        ]
 
     def _known_diff_size(self, digest: str, diff_id: str) -> int | None:
         with self._lock:
