@@ -390,8 +390,7 @@ def _rollback(ctx: Context, nl: Netlink, scope: Scope, cid: str, record: dict[st
 
 def _active_networks(ctx: Context, nl: Netlink, scope: Scope) -> list[Network]:
     """Our networks whose bridge exists on the host."""
-    bridges = {link.name for link in nl.links()
-               if link.kind == "bridge" and (link.alias or "").startswith(scope.label)}
+    bridges = _our_bridges(nl, scope)
     return [n for n in store.all_networks(ctx) if n.network_interface in bridges]
 
 
@@ -438,7 +437,7 @@ def teardown(ctx: Context, container_id: str, networks: list[str] | None = None)
 
 
 def _teardown_locked(ctx: Context, scope: Scope, nl: Netlink, record: dict[str, Any],
-                     networks: list[str] | None, verify_ports: bool = True) -> None:
+                     networks: list[str] | None) -> None:
     cid = record["id"]
     atts = record["attachments"]
     if networks is not None:
@@ -453,39 +452,36 @@ def _teardown_locked(ctx: Context, scope: Scope, nl: Netlink, record: dict[str, 
     fw = firewall.Batch(scope.table)
     # published ports follow the address they point at
     old_ports = [PortMapping(**p) for p in record.get("ports", [])]
-    if old_ports:
-        target = next((a["address"] for a in atts if a["gateway"]), None)
-        if target is not None and any(a["address"] == target for a in gone):
-            fw.remove_ports(firewall.port_rules(old_ports, target))
-            record["ports"] = []
-    for a in gone:
-        nl.delete_link(a["host_interface"])  # takes the container end with it
+    target = next((a["address"] for a in atts if a["gateway"]), None)
+    if old_ports and target is not None and any(a["address"] == target for a in gone):
+        fw.remove_ports(firewall.port_rules(old_ports, target))
+        record["ports"] = []
     emptied: list[Network] = []
+    dns_nets: list[Network] = []
     for a in gone:
         try:
             net = store.load(ctx, a["network"])
         except NetworkError:
-            continue  # the definition went first (network rm -f): links are gone already
+            continue  # the definition went first: nothing of it is left to release
         pool = ipam.Pool(ctx, net)
         pool.release(cid)
         pool.save()
         if not pool.allocations:
             emptied.append(net)
+        if net.dns_enabled:
+            dns_nets.append(net)
     record["attachments"] = keep
     if keep or networks is not None:
         store.save_container(ctx, record)
     else:
         store.delete_container(ctx, cid)
-    for a in gone:
-        with contextlib.suppress(NetworkError):
-            net = store.load(ctx, a["network"])
-            if net.dns_enabled:
-                _refresh_dns(ctx, net)
+    for net in dns_nets:
+        _refresh_dns(ctx, net)
+    # the host veths (each takes its container end along) and emptied bridges, in one batch
+    nl.delete_links([a["host_interface"] for a in gone] + [n.network_interface for n in emptied])
     for net in emptied:
         fw.remove_network(net)
-        nl.delete_link(net.network_interface)
-    if emptied and not any(link.kind == "bridge" and (link.alias or "").startswith(scope.label)
-                           for link in nl.links()):
+    if emptied and not _our_bridges(nl, scope):
         fw = firewall.Batch(scope.table)
         fw.delete_table()
     if fw:
@@ -495,6 +491,11 @@ def _teardown_locked(ctx: Context, scope: Scope, nl: Netlink, record: dict[str, 
             if firewall.table_exists(scope.table):
                 raise
             log.debug("firewall table already gone: %s", e)
+
+
+def _our_bridges(nl: Netlink, scope: Scope) -> set[str]:
+    return {link.name for link in nl.links()
+            if link.kind == "bridge" and (link.alias or "").startswith(scope.label)}
 
 
 # -- connect / disconnect ---------------------------------------------------------------------

@@ -70,14 +70,23 @@ def ensure(ctx: Context, net: Network) -> int:
         return pid
     gw = net.subnet.gateway
     assert gw is not None
-    socks = []
+    socks: list[socket.socket] = []
     try:
+        deadline = time.monotonic() + 2.0
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             s = socket.socket(socket.AF_INET, kind)
             socks.append(s)
             if kind == socket.SOCK_STREAM:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((gw, 53))
+            while True:
+                try:
+                    s.bind((gw, 53))
+                    break
+                except OSError as e:
+                    # a responder just killed may not have released the port yet
+                    if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
             if kind == socket.SOCK_STREAM:
                 s.listen(64)
         return _spawn(ctx, net.name, socks[0], socks[1])
@@ -138,22 +147,21 @@ def _spawn(ctx: Context, network: str, udp: socket.socket, tcp: socket.socket) -
 
 
 def stop(ctx: Context, network: str, timeout: float = 2.0) -> None:
-    """Stop the responder (if ours and alive) and remove its state."""
+    """Stop the responder (if ours and alive) and remove its state.
+
+    SIGKILL, not SIGTERM: the responder keeps nothing worth flushing, and a prompt exit frees
+    port 53 on the gateway for the next responder at once.
+    """
     pid = pid_of(ctx, network)
     d = dns_dir(ctx, network)
     with contextlib.suppress(FileNotFoundError):
         records_path(ctx, network).unlink()
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and pid_of(ctx, network) == pid:
-            time.sleep(0.002)
-        if pid_of(ctx, network) == pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            while pid_of(ctx, network) == pid and time.monotonic() < deadline + 1:
-                time.sleep(0.002)
+        while pid_of(ctx, network) == pid and time.monotonic() < deadline:
+            time.sleep(0.001)
     for name in ("pid", "log"):
         with contextlib.suppress(FileNotFoundError):
             (d / name).unlink()

@@ -104,7 +104,7 @@ class NetlinkError(NetworkError):
 class Link:
     """What the library needs to know about one interface."""
 
-    __slots__ = ("alias", "flags", "index", "kind", "mac", "master", "name", "peer_netnsid")
+    __slots__ = ("alias", "flags", "group", "index", "kind", "mac", "master", "name", "peer_netnsid")
 
     def __init__(self, msg: Any) -> None:
         self.index: int = msg["index"]
@@ -114,6 +114,7 @@ class Link:
         self.master: int | None = msg.get_attr("IFLA_MASTER")
         self.alias: str | None = msg.get_attr("IFLA_IFALIAS")
         self.peer_netnsid: int | None = msg.get_attr("IFLA_LINK_NETNSID")
+        self.group: int = msg.get_attr("IFLA_GROUP") or 0
         info = msg.get_attr("IFLA_LINKINFO")
         self.kind: str | None = info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
@@ -269,6 +270,32 @@ class Netlink:
                 return False
             raise
         return True
+
+    def delete_links(self, names: list[str]) -> list[str]:
+        """Delete several interfaces in one kernel batch; returns those that existed.
+
+        Each RTM_DELLINK waits for an RCU grace period (~20-30 ms here); deleting by interface
+        group unregisters all members under one. The group is a fresh random one, and the
+        batch is used only if no other interface turned out to carry it.
+        """
+        if len(names) < 2:
+            return [n for n in names if self.delete_link(n)]
+        group = 0x70000000 | int.from_bytes(os.urandom(3), "big")
+        marked = []
+        for n in names:
+            try:
+                self.request(self._newlink(0, [("IFLA_IFNAME", n), ("IFLA_GROUP", group)], None),
+                             RTM_NEWLINK, 0, f"marking interface {n}")
+                marked.append(n)
+            except NetlinkError as e:
+                if e.errno not in (errno.ENODEV, errno.ENOENT):
+                    raise
+        members = {link.name for link in self.links() if link.group == group}
+        if members == set(marked) and len(marked) > 1:
+            self.request(self._newlink(0, [("IFLA_GROUP", group)], None), RTM_DELLINK, 0,
+                         f"deleting interfaces {', '.join(marked)}")
+            return marked
+        return [n for n in marked if self.delete_link(n)]
 
     # -- addresses and routes ---------------------------------------------------------------
 
