@@ -25,6 +25,7 @@ from typing import Any
 
 from pallet.context import Context
 from pallet.context import default as _default_ctx
+from pallet.errors import NetworkError
 from pallet.network.errors import (
     AddressUnavailable,
     FirewallError,
@@ -50,7 +51,7 @@ from pallet.network.types import (
 
 __all__ = [
     "DEFAULT_NETWORK", "DNS_DOMAIN", "AddressUnavailable", "Attachment", "DNSOptions", "FirewallError",
-    "InterfaceStatus", "InvalidNetworkConfig", "Network", "NetworkExists", "NetworkInUse",
+    "InterfaceStatus", "InvalidNetworkConfig", "Network", "NetworkError", "NetworkExists", "NetworkInUse",
     "NetworkMode", "NetworkNotFound", "NotAttached", "PortMapping", "PortUnavailable", "SetupResult",
     "cleanup", "connect", "create", "disconnect", "exists", "inspect", "list_networks",
     "loopback_up", "parse_network_mode", "parse_publish", "prune", "publish_all", "reload", "remove",
