@@ -91,13 +91,20 @@ class Namespaces:
         self.paths.append(path)
         return str(path)
 
-    def run(self, ns: str, *cmd: str, timeout: float = 20, check: bool = False) -> subprocess.CompletedProcess:
-        return subprocess.run(["nsenter", f"--net={ns}", *cmd], capture_output=True, text=True,
-                              timeout=timeout, check=check)
+    def run(
+        self, ns: str, *cmd: str, timeout: float = 20, check: bool = False
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["nsenter", f"--net={ns}", *cmd], capture_output=True, text=True, timeout=timeout, check=check
+        )
 
     def spawn(self, ns: str, *cmd: str) -> subprocess.Popen:
-        p = subprocess.Popen(["nsenter", f"--net={ns}", *cmd], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True)
+        p = subprocess.Popen(
+            ["nsenter", f"--net={ns}", *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.procs.append(p)
         return p
 
@@ -138,13 +145,17 @@ class Namespaces:
         ns = self.new(f"remote{len(self.paths)}")
         tag = os.urandom(3).hex()
         host_if, peer_if = f"pt{tag}h", f"pt{tag}p"
-        subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if,
-                        "netns", ns], check=True)
+        subprocess.run(
+            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", ns], check=True
+        )
         self.host_links.append(host_if)
         subprocess.run(["ip", "addr", "add", f"{host_ip}/{net.prefixlen}", "dev", host_if], check=True)
         subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
-        for cmd in (["ip", "addr", "add", f"{peer_ip}/{net.prefixlen}", "dev", peer_if],
-                    ["ip", "link", "set", peer_if, "up"], ["ip", "link", "set", "lo", "up"]):
+        for cmd in (
+            ["ip", "addr", "add", f"{peer_ip}/{net.prefixlen}", "dev", peer_if],
+            ["ip", "link", "set", peer_if, "up"],
+            ["ip", "link", "set", "lo", "up"],
+        ):
             self.run(ns, *cmd, check=True)
         return ns, host_ip, peer_ip
 
@@ -175,17 +186,23 @@ def our_links(ctx: Context) -> list[str]:
     scope = store.Scope.of(ctx)
     out = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
     prefix = f"p{scope.tag}-"
-    return [i["ifname"] for i in out
-            if i["ifname"].startswith(prefix) or (i.get("ifalias") or "").startswith(scope.label)]
+    return [
+        i["ifname"]
+        for i in out
+        if i["ifname"].startswith(prefix) or (i.get("ifalias") or "").startswith(scope.label)
+    ]
 
 
 def our_tables(ctx: Context) -> list[str]:
     table = store.Scope.of(ctx).table
-    out = json.loads(subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True,
-                                    check=True).stdout)
+    out = json.loads(
+        subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    )
     return [o["table"]["name"] for o in out["nftables"] if "table" in o and o["table"]["name"] == table] + [
-        f"{o['rule']['table']}:{o['rule']['chain']}" for o in out["nftables"]
-        if "rule" in o and o["rule"]["table"] == table]
+        f"{o['rule']['table']}:{o['rule']['chain']}"
+        for o in out["nftables"]
+        if "rule" in o and o["rule"]["table"] == table
+    ]
 
 
 class UpstreamDNS:

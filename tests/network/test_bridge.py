@@ -63,20 +63,31 @@ def test_fetch_by_name_through_the_generated_resolv_conf(ctx, ns, tmp_path):
     network.create("webnet", subnet=free_subnet(), ctx=ctx)
     a, b = ns.new(), ns.new()
     network.setup(cid("a"), a, [Attachment("webnet", aliases=["api"])], container_name="srv", ctx=ctx)
-    rb = network.setup(cid("b"), b, [Attachment("webnet")], container_name="cli", hostname="clihost",
-                       dns=DNSOptions(add_hosts=[("extra.example", "192.0.2.55")]), ctx=ctx)
+    rb = network.setup(
+        cid("b"),
+        b,
+        [Attachment("webnet")],
+        container_name="cli",
+        hostname="clihost",
+        dns=DNSOptions(add_hosts=[("extra.example", "192.0.2.55")]),
+        ctx=ctx,
+    )
     ns.httpd(a, "by name\n")
     resolv = tmp_path / "resolv.conf"
     resolv.write_text(network.render_resolv_conf(rb.dns_servers, rb.dns_search, ["timeout:2"]))
     hosts = tmp_path / "hosts"
     hosts.write_text(network.render_hosts(rb.hosts))
     assert f"{rb.interfaces[0].address}\tclihost cli" in hosts.read_text()
-    script = ("import socket, urllib.request as u;"
-              "print(u.urlopen('http://api/', timeout=5).read().decode().strip());"
-              "print(u.urlopen('http://srv.dns.pallet/', timeout=5).read().decode().strip());"
-              "print(socket.gethostbyname('extra.example'))")
-    inner = (f"mount --bind {resolv} /etc/resolv.conf && mount --bind {hosts} /etc/hosts && "
-             f"exec nsenter --net={b} {sys.executable} -c \"{script}\"")
+    script = (
+        "import socket, urllib.request as u;"
+        "print(u.urlopen('http://api/', timeout=5).read().decode().strip());"
+        "print(u.urlopen('http://srv.dns.pallet/', timeout=5).read().decode().strip());"
+        "print(socket.gethostbyname('extra.example'))"
+    )
+    inner = (
+        f"mount --bind {resolv} /etc/resolv.conf && mount --bind {hosts} /etc/hosts && "
+        f'exec nsenter --net={b} {sys.executable} -c "{script}"'
+    )
     out = subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["by", "name", "by", "name", "192.0.2.55"]
@@ -91,8 +102,14 @@ def test_other_names_are_forwarded_to_the_upstream_resolver(ctx, ns, upstream_dn
     assert "www.upstream.test" in upstream_dns.queries
     # the container's own --dns servers take precedence as its upstreams
     b = ns.new()
-    rb = network.setup(cid("b"), b, [Attachment("fwd")], container_name="asker2",
-                       dns=DNSOptions(servers=["127.0.0.1"]), ctx=ctx)
+    rb = network.setup(
+        cid("b"),
+        b,
+        [Attachment("fwd")],
+        container_name="asker2",
+        dns=DNSOptions(servers=["127.0.0.1"]),
+        ctx=ctx,
+    )
     before = len(upstream_dns.queries)
     out = ns.run(b, BUSYBOX, "nslookup", "-timeout=1", "x.upstream.test", rb.dns_servers[0])
     assert upstream_dns.ANSWER not in out.stdout
@@ -107,8 +124,9 @@ def test_dns_records_follow_containers_and_a_killed_responder_comes_back(ctx, ns
     pid = dnsctl.pid_of(ctx, "dyn")
     assert pid
     # a container joining later is found by the running responder (it reloads its records)
-    rb = network.setup(cid("b"), b, [Attachment("dyn", aliases=["second-alias"])], container_name="second",
-                       ctx=ctx)
+    rb = network.setup(
+        cid("b"), b, [Attachment("dyn", aliases=["second-alias"])], container_name="second", ctx=ctx
+    )
     assert dnsctl.pid_of(ctx, "dyn") == pid
     out = ns.nslookup(a, "second-alias", server)
     assert f"Address: {rb.interfaces[0].address}" in out.stdout, out
@@ -182,34 +200,61 @@ def test_published_ports_from_loopback_host_address_and_other_hosts(ctx, ns):
     remote, host_ip, _remote_ip = ns.remote(free_subnet())
     a, b = ns.new(), ns.new()
     port = peers.free_port()
-    ra = network.setup(cid("a"), a, [Attachment()], container_name="pub", ctx=ctx,
-                       port_mappings=[network.parse_publish(f"{port}:80"), network.parse_publish("8080")])
+    ra = network.setup(
+        cid("a"),
+        a,
+        [Attachment()],
+        container_name="pub",
+        ctx=ctx,
+        port_mappings=[network.parse_publish(f"{port}:80"), network.parse_publish("8080")],
+    )
     assert ra.interfaces[0].network == "pallet"
     ns.httpd(a, "published\n")
     ns.httpd(a, "random port\n", port=8080)
-    assert [p.host_port for p in ra.ports][0] == port
+    assert ra.ports[0].host_port == port
     rnd = ra.ports[1].host_port
     assert rnd and rnd != 8080
     curl = ["curl", "-s", "--max-time", "5"]
-    assert subprocess.run([*curl, f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout == "published\n"
-    assert subprocess.run([*curl, f"http://{host_ip}:{port}/"], capture_output=True, text=True).stdout == "published\n"
-    assert subprocess.run([*curl, f"http://127.0.0.1:{rnd}/"], capture_output=True, text=True).stdout == "random port\n"
+    assert (
+        subprocess.run([*curl, f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+        == "published\n"
+    )
+    assert (
+        subprocess.run([*curl, f"http://{host_ip}:{port}/"], capture_output=True, text=True).stdout
+        == "published\n"
+    )
+    assert (
+        subprocess.run([*curl, f"http://127.0.0.1:{rnd}/"], capture_output=True, text=True).stdout
+        == "random port\n"
+    )
     # from another host, to the host's address on its link
-    assert ns.run(remote, "curl", "-s", "--max-time", "5", f"http://{host_ip}:{port}/").stdout == "published\n"
+    assert (
+        ns.run(remote, "curl", "-s", "--max-time", "5", f"http://{host_ip}:{port}/").stdout == "published\n"
+    )
     # from another container on the same network, through the host (hairpin)
     rb = network.setup(cid("b"), b, [Attachment()], container_name="peer", ctx=ctx)
     assert ns.wget(b, f"http://{rb.interfaces[0].gateway}:{port}/").stdout == "published\n"
     # the same host port cannot be published twice
     c = ns.new()
     with pytest.raises(network.PortUnavailable, match=str(port)):
-        network.setup(cid("c"), c, [Attachment()], container_name="dup", ctx=ctx,
-                      port_mappings=[network.parse_publish(f"{port}:80")])
+        network.setup(
+            cid("c"),
+            c,
+            [Attachment()],
+            container_name="dup",
+            ctx=ctx,
+            port_mappings=[network.parse_publish(f"{port}:80")],
+        )
     assert network.status(cid("c"), ctx=ctx) is None
     network.teardown(ra.container_id, ctx=ctx)
     gone = subprocess.run([*curl, f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
     assert gone.returncode != 0
-    assert f"{port}" not in subprocess.run(["nft", "list", "table", "inet", store.Scope.of(ctx).table],
-                                           capture_output=True, text=True).stdout
+    assert (
+        f"{port}"
+        not in subprocess.run(
+            ["nft", "list", "table", "inet", store.Scope.of(ctx).table], capture_output=True, text=True
+        ).stdout
+    )
 
 
 def test_a_port_bound_on_the_host_is_refused(ctx, ns):
@@ -220,8 +265,14 @@ def test_a_port_bound_on_the_host_is_refused(ctx, ns):
         s.listen()
         busy = s.getsockname()[1]
         with pytest.raises(network.PortUnavailable, match="in use on the host"):
-            network.setup(cid("a"), ns.new(), [Attachment()], container_name="x", ctx=ctx,
-                          port_mappings=[network.parse_publish(f"{busy}:80")])
+            network.setup(
+                cid("a"),
+                ns.new(),
+                [Attachment()],
+                container_name="x",
+                ctx=ctx,
+                port_mappings=[network.parse_publish(f"{busy}:80")],
+            )
     assert our_links(ctx) == [] and store.all_containers(ctx) == []
 
 
@@ -258,15 +309,21 @@ def test_twenty_containers_get_distinct_addresses_and_leave_nothing(ctx, ns):
     ids, seen = [], {}
     for i in range(20):
         path = ns.new()
-        r = network.setup(f"crowd{i:02d}" + os.urandom(8).hex(), path, [Attachment("crowd")],
-                          container_name=f"c{i}", ctx=ctx)
+        r = network.setup(
+            f"crowd{i:02d}" + os.urandom(8).hex(),
+            path,
+            [Attachment("crowd")],
+            container_name=f"c{i}",
+            ctx=ctx,
+        )
         ids.append(r.container_id)
         seen[r.interfaces[0].address] = path
     assert len(seen) == 20
     for addr, path in seen.items():
         assert ns.addresses(path)["eth0"] == [addr]
     # neighbours reach each other (first and last)
-    first, last = list(seen)[0], list(seen)[-1]
+    addrs = list(seen)
+    first, last = addrs[0], addrs[-1]
     assert ns.run(seen[first], BUSYBOX, "ping", "-c", "1", "-W", "2", last).returncode == 0
     assert our_links(ctx) and our_tables(ctx)
     for i in ids:
@@ -284,11 +341,14 @@ def test_addresses_persist_across_engine_restarts(ctx, ns, tmp_path):
     a = ns.new()
     ra = network.setup(cid("a"), a, [Attachment("persist")], container_name="one", ctx=ctx)
     # a new engine process: a fresh Context on the same root, new interpreter
-    code = ("import sys; from pallet import network; from pallet.context import Context;"
-            "from pallet.network import Attachment;"
-            f"c = Context(root={str(ctx.root)!r}, runroot={str(ctx.runroot)!r});"
-            f"r = network.setup({cid('b')!r}, {ns.new()!r}, [Attachment('persist')], container_name='two', ctx=c);"
-            "print(r.interfaces[0].address)")
+    code = (
+        "import sys; from pallet import network; from pallet.context import Context;"
+        "from pallet.network import Attachment;"
+        f"c = Context(root={str(ctx.root)!r}, runroot={str(ctx.runroot)!r});"
+        f"r = network.setup({cid('b')!r}, {ns.new()!r}, [Attachment('persist')],"
+        " container_name='two', ctx=c);"
+        "print(r.interfaces[0].address)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     second = out.stdout.strip()
     assert second and second != ra.interfaces[0].address
@@ -299,12 +359,18 @@ def test_addresses_persist_across_engine_restarts(ctx, ns, tmp_path):
     assert sorted(pool["allocations"]) == sorted([ra.interfaces[0].address, second])
     # releasing on teardown, and a static address can take what was released
     network.teardown(ra.container_id, ctx=again)
-    rc = network.setup(cid("c"), ns.new(), [Attachment("persist", static_ip=ra.interfaces[0].address)],
-                       container_name="three", ctx=again)
+    rc = network.setup(
+        cid("c"),
+        ns.new(),
+        [Attachment("persist", static_ip=ra.interfaces[0].address)],
+        container_name="three",
+        ctx=again,
+    )
     assert rc.interfaces[0].address == ra.interfaces[0].address
     with pytest.raises(AddressUnavailable, match="already in use"):
-        network.setup(cid("d"), ns.new(), [Attachment("persist", static_ip=second)], container_name="four",
-                      ctx=again)
+        network.setup(
+            cid("d"), ns.new(), [Attachment("persist", static_ip=second)], container_name="four", ctx=again
+        )
 
 
 def test_network_rm_refuses_while_in_use_and_force_disconnects(ctx, ns):
@@ -325,13 +391,15 @@ def test_cleanup_after_a_killed_engine_and_dead_containers(ctx, ns):
     network.create("crash", subnet=free_subnet(), ctx=ctx)
     a, b = ns.new(), ns.new()
     # an engine that sets two containers up and is killed before it tears anything down
-    code = ("import os; from pallet import network; from pallet.context import Context;"
-            "from pallet.network import Attachment;"
-            f"c = Context(root={str(ctx.root)!r}, runroot={str(ctx.runroot)!r});"
-            f"network.setup({cid('a')!r}, {a!r}, [Attachment('crash')], container_name='a', ctx=c,"
-            "  port_mappings=[network.parse_publish('80')]);"
-            f"network.setup({cid('b')!r}, {b!r}, [Attachment('crash')], container_name='b', ctx=c);"
-            "os.kill(os.getpid(), 9)")
+    code = (
+        "import os; from pallet import network; from pallet.context import Context;"
+        "from pallet.network import Attachment;"
+        f"c = Context(root={str(ctx.root)!r}, runroot={str(ctx.runroot)!r});"
+        f"network.setup({cid('a')!r}, {a!r}, [Attachment('crash')], container_name='a', ctx=c,"
+        "  port_mappings=[network.parse_publish('80')]);"
+        f"network.setup({cid('b')!r}, {b!r}, [Attachment('crash')], container_name='b', ctx=c);"
+        "os.kill(os.getpid(), 9)"
+    )
     subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert len(store.all_containers(ctx)) == 2
     # container a dies (its namespace goes, and the kernel takes its veth pair along)
@@ -352,8 +420,9 @@ def test_cleanup_after_a_killed_engine_and_dead_containers(ctx, ns):
     assert rep.containers == [cid("a")]
     assert len(rep.addresses) == 2
     assert [r["id"] for r in store.all_containers(ctx)] == [cid("b")]
-    table = subprocess.run(["nft", "list", "table", "inet", store.Scope.of(ctx).table],
-                           capture_output=True, text=True).stdout
+    table = subprocess.run(
+        ["nft", "list", "table", "inet", store.Scope.of(ctx).table], capture_output=True, text=True
+    ).stdout
     assert "map ports4any" in table and "elements" not in table.split("map ports4any")[1].split("}")[0]
     # b is still served: its veth and name survive
     assert ns.nslookup(b, "b", network.status(cid("b"), ctx=ctx).dns_servers[0]).returncode == 0
@@ -372,7 +441,9 @@ def test_cleanup_after_a_killed_engine_and_dead_containers(ctx, ns):
 def test_failed_setup_leaves_nothing_behind(ctx, ns):
     network.create("fail", subnet=free_subnet(), ctx=ctx)
     a = ns.new()
-    ns.run(a, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0", check=True)  # the name setup wants
+    ns.run(
+        a, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0", check=True
+    )  # the name setup wants
     with pytest.raises(network.NetworkError, match="eth0"):
         network.setup(cid("a"), a, [Attachment("fail")], container_name="x", ctx=ctx)
     assert store.all_containers(ctx) == []
@@ -383,12 +454,20 @@ def test_failed_setup_leaves_nothing_behind(ctx, ns):
 
 def test_default_network_has_no_dns_and_uses_host_resolvers(ctx, ns):
     a = ns.new()
-    r = network.setup(cid("a"), a, [Attachment()], container_name="plain", hostname="plainhost",
-                      dns=DNSOptions(servers=["192.0.2.53"], search=["corp.example"], options=["ndots:2"]),
-                      ctx=ctx)
+    r = network.setup(
+        cid("a"),
+        a,
+        [Attachment()],
+        container_name="plain",
+        hostname="plainhost",
+        dns=DNSOptions(servers=["192.0.2.53"], search=["corp.example"], options=["ndots:2"]),
+        ctx=ctx,
+    )
     i = r.interfaces[0]
     assert i.network == "pallet" and i.dns_server is None and i.bridge == store.Scope.of(ctx).bridge_name(0)
-    assert r.dns_servers == ["192.0.2.53"] and r.dns_search == ["corp.example"] and r.dns_options == ["ndots:2"]
+    assert (
+        r.dns_servers == ["192.0.2.53"] and r.dns_search == ["corp.example"] and r.dns_options == ["ndots:2"]
+    )
     assert dnsctl.pid_of(ctx, "pallet") is None
     assert "default via" in ns.run(a, "ip", "route").stdout
     assert r.status_blocks()["pallet"]["interfaces"]["eth0"]["mac_address"] == i.mac
@@ -396,13 +475,16 @@ def test_default_network_has_no_dns_and_uses_host_resolvers(ctx, ns):
     assert "UP" in ns.run(a, "ip", "-br", "link", "show", "lo").stdout
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(atts=[Attachment("nosuchnet")]), "not found"),
-    (dict(atts=[Attachment(aliases=["bad alias"])]), "invalid network alias"),
-    (dict(atts=[Attachment(static_ip="10.1.2.300")]), "invalid IPv4"),
-    (dict(atts=[Attachment(), Attachment()]), "listed twice"),
-    (dict(atts=[Attachment(interface="way-too-long-name0")]), "invalid interface"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(atts=[Attachment("nosuchnet")]), "not found"),
+        (dict(atts=[Attachment(aliases=["bad alias"])]), "invalid network alias"),
+        (dict(atts=[Attachment(static_ip="10.1.2.300")]), "invalid IPv4"),
+        (dict(atts=[Attachment(), Attachment()]), "listed twice"),
+        (dict(atts=[Attachment(interface="way-too-long-name0")]), "invalid interface"),
+    ],
+)
 def test_bad_setup_requests_fail_cleanly(ctx, ns, bad, match):
     with pytest.raises(network.NetworkError, match=match):
         network.setup(cid("a"), ns.new(), bad["atts"], container_name="x", ctx=ctx)

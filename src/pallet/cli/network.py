@@ -19,8 +19,10 @@ from pallet.errors import UsageError
 
 def resolve_container(name_or_id: str, ctx: Context) -> tuple[str, str, str]:
     """(container id, container name, netns path) of a running container. Filled in by the engine."""
-    raise UsageError(f"pallet network: finding container {name_or_id!r} needs the engine, "
-                     "which is not available in this build")
+    raise UsageError(
+        f"pallet network: finding container {name_or_id!r} needs the engine, "
+        "which is not available in this build"
+    )
 
 
 def _kv(items: list[str] | None, what: str) -> dict[str, str]:
@@ -34,22 +36,32 @@ def _kv(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def register(subparsers: Any, verb: str) -> None:
-    p = subparsers.add_parser("network", help="manage networks",
-                              description="Manage bridge networks: create, list, inspect, remove, prune, "
-                              "and connect or disconnect running containers.")
+    p = subparsers.add_parser(
+        "network",
+        help="manage networks",
+        description="Manage bridge networks: create, list, inspect, remove, prune, "
+        "and connect or disconnect running containers.",
+    )
     sub = p.add_subparsers(dest="network_command", metavar="COMMAND", parser_class=type(p))
 
-    c = sub.add_parser("create", help="create a network",
-                       description="Create a bridge network. Its bridge, addresses and rules appear with "
-                       "its first container and go with its last.")
+    c = sub.add_parser(
+        "create",
+        help="create a network",
+        description="Create a bridge network. Its bridge, addresses and rules appear with "
+        "its first container and go with its last.",
+    )
     c.add_argument("-d", "--driver", default="bridge", help="network driver (only bridge)")
     c.add_argument("--subnet", help="subnet in CIDR form (default: a free /24 from 10.89.0.0/16 ...)")
     c.add_argument("--gateway", help="gateway address in the subnet (default: its first address)")
     c.add_argument("--internal", action="store_true", help="no outbound traffic and no route out")
     c.add_argument("--label", action="append", metavar="KEY=VALUE", help="set metadata (repeatable)")
     c.add_argument("--disable-dns", action="store_true", help="no DNS responder for container names")
-    c.add_argument("--dns", action="append", metavar="IP",
-                   help="upstream resolvers of the network's DNS (default: the host's)")
+    c.add_argument(
+        "--dns",
+        action="append",
+        metavar="IP",
+        help="upstream resolvers of the network's DNS (default: the host's)",
+    )
     c.add_argument("-o", "--opt", action="append", metavar="KEY=VALUE", help="driver option: mtu=N")
     c.add_argument("--interface-name", help="name of the bridge on the host")
     c.add_argument("--ignore", action="store_true", help="do not fail if the network exists")
@@ -59,8 +71,9 @@ def register(subparsers: Any, verb: str) -> None:
     ls = sub.add_parser("ls", aliases=["list"], help="list networks", description="List networks.")
     ls.add_argument("-q", "--quiet", action="store_true", help="print names only")
     ls.add_argument("--format", help="json, or a template like '{{.Name}} {{.Driver}}'")
-    ls.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE",
-                    help="name=, id=, driver=, label=KEY[=VALUE]")
+    ls.add_argument(
+        "-f", "--filter", action="append", metavar="KEY=VALUE", help="name=, id=, driver=, label=KEY[=VALUE]"
+    )
     ls.add_argument("--no-trunc", action="store_true", help="print full network ids")
     ls.set_defaults(func=list_)
 
@@ -74,8 +87,11 @@ def register(subparsers: Any, verb: str) -> None:
     r.add_argument("names", nargs="+", metavar="NETWORK")
     r.set_defaults(func=remove)
 
-    pr = sub.add_parser("prune", help="remove unused networks",
-                        description="Remove every network (but the default) that no container uses.")
+    pr = sub.add_parser(
+        "prune",
+        help="remove unused networks",
+        description="Remove every network (but the default) that no container uses.",
+    )
     pr.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     pr.add_argument("--filter", action="append", metavar="label=KEY[=VALUE]", help="only these networks")
     pr.set_defaults(func=prune)
@@ -84,9 +100,12 @@ def register(subparsers: Any, verb: str) -> None:
     e.add_argument("name", metavar="NETWORK")
     e.set_defaults(func=exists)
 
-    rl = sub.add_parser("reload", help="re-apply firewall rules and clean up after crashes",
-                        description="Rewrite pallet's nftables table from its state (after a firewall "
-                        "reload flushed it) and remove what dead containers left.")
+    rl = sub.add_parser(
+        "reload",
+        help="re-apply firewall rules and clean up after crashes",
+        description="Rewrite pallet's nftables table from its state (after a firewall "
+        "reload flushed it) and remove what dead containers left.",
+    )
     rl.set_defaults(func=reload)
 
     cn = sub.add_parser("connect", help="connect a running container to a network")
@@ -107,10 +126,20 @@ def register(subparsers: Any, verb: str) -> None:
 def create(args: argparse.Namespace, ctx: Context) -> int:
     from pallet import network
 
-    net = network.create(args.name, subnet=args.subnet, gateway=args.gateway, internal=args.internal,
-                         labels=_kv(args.label, "label"), dns=not args.disable_dns, driver=args.driver,
-                         options=_kv(args.opt, "option"), dns_servers=args.dns,
-                         interface_name=args.interface_name, ignore=args.ignore, ctx=ctx)
+    net = network.create(
+        args.name,
+        subnet=args.subnet,
+        gateway=args.gateway,
+        internal=args.internal,
+        labels=_kv(args.label, "label"),
+        dns=not args.disable_dns,
+        driver=args.driver,
+        options=_kv(args.opt, "option"),
+        dns_servers=args.dns,
+        interface_name=args.interface_name,
+        ignore=args.ignore,
+        ctx=ctx,
+    )
     print(net.name)
     return 0
 
@@ -130,11 +159,21 @@ def _template(fmt: str, obj: dict[str, Any]) -> str:
 
 def _view(doc: dict[str, Any]) -> dict[str, Any]:
     """Template fields as podman names them (.Name, .ID, .Driver, .Subnets ...)."""
-    return {"Name": doc["name"], "ID": doc["id"], "Driver": doc["driver"], "Created": doc["created"],
-            "NetworkInterface": doc["network_interface"], "Internal": doc["internal"],
-            "DNSEnabled": doc["dns_enabled"], "Labels": doc["labels"], "Options": doc["options"],
-            "Subnets": doc["subnets"], "IPv6Enabled": doc["ipv6_enabled"],
-            "Containers": doc.get("containers", {}), **doc}
+    return {
+        "Name": doc["name"],
+        "ID": doc["id"],
+        "Driver": doc["driver"],
+        "Created": doc["created"],
+        "NetworkInterface": doc["network_interface"],
+        "Internal": doc["internal"],
+        "DNSEnabled": doc["dns_enabled"],
+        "Labels": doc["labels"],
+        "Options": doc["options"],
+        "Subnets": doc["subnets"],
+        "IPv6Enabled": doc["ipv6_enabled"],
+        "Containers": doc.get("containers", {}),
+        **doc,
+    }
 
 
 def _matches(doc: dict[str, Any], filters: list[str]) -> bool:
@@ -175,8 +214,10 @@ def list_(args: argparse.Namespace, ctx: Context) -> int:
         for d in docs:
             print(_template(args.format, _view(d)))
     else:
-        render.table(["NETWORK ID", "NAME", "DRIVER"],
-                     [[d["id"] if args.no_trunc else d["id"][:12], d["name"], d["driver"]] for d in docs])
+        render.table(
+            ["NETWORK ID", "NAME", "DRIVER"],
+            [[d["id"] if args.no_trunc else d["id"][:12], d["name"], d["driver"]] for d in docs],
+        )
     return 0
 
 
@@ -228,8 +269,10 @@ def prune(args: argparse.Namespace, ctx: Context) -> int:
         lk, lsep, lv = value.partition("=")
         labels[lk] = lv if lsep else None
     if not args.force:
-        sys.stderr.write("WARNING! This will remove all networks not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")
+        sys.stderr.write(
+            "WARNING! This will remove all networks not used by at least one container.\n"
+            "Are you sure you want to continue? [y/N] "
+        )
         sys.stderr.flush()
         answer = sys.stdin.readline().strip().lower() if sys.stdin and not sys.stdin.closed else ""
         if answer not in ("y", "yes"):
@@ -256,9 +299,13 @@ def connect(args: argparse.Namespace, ctx: Context) -> int:
     from pallet import network
 
     cid, name, netns_path = resolve_container(args.container, ctx)
-    network.connect(cid, netns_path, network.Attachment(args.network, static_ip=args.ip, aliases=args.alias,
-                                                        static_mac=args.mac_address),
-                    container_name=name, ctx=ctx)
+    network.connect(
+        cid,
+        netns_path,
+        network.Attachment(args.network, static_ip=args.ip, aliases=args.alias, static_mac=args.mac_address),
+        container_name=name,
+        ctx=ctx,
+    )
     return 0
 
 

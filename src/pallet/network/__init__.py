@@ -50,12 +50,43 @@ from pallet.network.types import (
 )
 
 __all__ = [
-    "DEFAULT_NETWORK", "DNS_DOMAIN", "AddressUnavailable", "Attachment", "DNSOptions", "FirewallError",
-    "InterfaceStatus", "InvalidNetworkConfig", "Network", "NetworkError", "NetworkExists", "NetworkInUse",
-    "NetworkMode", "NetworkNotFound", "NotAttached", "PortMapping", "PortUnavailable", "SetupResult",
-    "cleanup", "connect", "create", "disconnect", "exists", "inspect", "list_networks",
-    "loopback_up", "parse_network_mode", "parse_publish", "prune", "publish_all", "reload", "remove",
-    "render_hosts", "render_resolv_conf", "setup", "status", "teardown",
+    "DEFAULT_NETWORK",
+    "DNS_DOMAIN",
+    "AddressUnavailable",
+    "Attachment",
+    "DNSOptions",
+    "FirewallError",
+    "InterfaceStatus",
+    "InvalidNetworkConfig",
+    "Network",
+    "NetworkError",
+    "NetworkExists",
+    "NetworkInUse",
+    "NetworkMode",
+    "NetworkNotFound",
+    "NotAttached",
+    "PortMapping",
+    "PortUnavailable",
+    "SetupResult",
+    "cleanup",
+    "connect",
+    "create",
+    "disconnect",
+    "exists",
+    "inspect",
+    "list_networks",
+    "loopback_up",
+    "parse_network_mode",
+    "parse_publish",
+    "prune",
+    "publish_all",
+    "reload",
+    "remove",
+    "render_hosts",
+    "render_resolv_conf",
+    "setup",
+    "status",
+    "teardown",
 ]
 
 
@@ -66,15 +97,30 @@ def _ctx(ctx: Context | None) -> Context:
 # -- per-container ----------------------------------------------------------------------------
 
 
-def setup(container_id: str, netns_path: str, attachments: list[Attachment], *, container_name: str,
-          hostname: str | None = None, port_mappings: list[PortMapping] | None = None,
-          dns: DNSOptions | None = None, ctx: Context | None = None) -> SetupResult:
+def setup(
+    container_id: str,
+    netns_path: str,
+    attachments: list[Attachment],
+    *,
+    container_name: str,
+    hostname: str | None = None,
+    port_mappings: list[PortMapping] | None = None,
+    dns: DNSOptions | None = None,
+    ctx: Context | None = None,
+) -> SetupResult:
     """Connect a container's network namespace to its networks; see the module docstring."""
     from pallet.network import bridge
 
-    return bridge.setup(_ctx(ctx), container_id, str(netns_path), attachments,
-                        container_name=container_name, hostname=hostname, port_mappings=port_mappings,
-                        dns=dns)
+    return bridge.setup(
+        _ctx(ctx),
+        container_id,
+        str(netns_path),
+        attachments,
+        container_name=container_name,
+        hostname=hostname,
+        port_mappings=port_mappings,
+        dns=dns,
+    )
 
 
 def teardown(container_id: str, networks: list[str] | None = None, ctx: Context | None = None) -> None:
@@ -84,12 +130,17 @@ def teardown(container_id: str, networks: list[str] | None = None, ctx: Context 
     bridge.teardown(_ctx(ctx), container_id, networks)
 
 
-def connect(container_id: str, netns_path: str, attachment: Attachment, *,
-            container_name: str | None = None, ctx: Context | None = None) -> SetupResult:
+def connect(
+    container_id: str,
+    netns_path: str,
+    attachment: Attachment,
+    *,
+    container_name: str | None = None,
+    ctx: Context | None = None,
+) -> SetupResult:
     from pallet.network import bridge
 
-    return bridge.connect(_ctx(ctx), container_id, str(netns_path), attachment,
-                          container_name=container_name)
+    return bridge.connect(_ctx(ctx), container_id, str(netns_path), attachment, container_name=container_name)
 
 
 def disconnect(container_id: str, network: str, ctx: Context | None = None) -> None:
@@ -128,10 +179,21 @@ def loopback_up(netns_path: str) -> None:
 # -- networks ---------------------------------------------------------------------------------
 
 
-def create(name: str, *, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
-           labels: dict[str, str] | None = None, dns: bool = True, driver: str = "bridge",
-           options: dict[str, str] | None = None, dns_servers: list[str] | None = None,
-           interface_name: str | None = None, ignore: bool = False, ctx: Context | None = None) -> Network:
+def create(
+    name: str,
+    *,
+    subnet: str | None = None,
+    gateway: str | None = None,
+    internal: bool = False,
+    labels: dict[str, str] | None = None,
+    dns: bool = True,
+    driver: str = "bridge",
+    options: dict[str, str] | None = None,
+    dns_servers: list[str] | None = None,
+    interface_name: str | None = None,
+    ignore: bool = False,
+    ctx: Context | None = None,
+) -> Network:
     """``network create``: a bridge network (the bridge itself appears with its first container)."""
     from pallet.network import bridge, store
     from pallet.network.netlink import Netlink
@@ -167,10 +229,14 @@ def create(name: str, *, subnet: str | None = None, gateway: str | None = None, 
             sub = store.parse_subnet(subnet, gateway)
             for n in nets:
                 if n.subnets and n.subnet.net.overlaps(sub.net):
-                    raise InvalidNetworkConfig(f"subnet {sub.subnet} overlaps network {n.name} ({n.subnet.subnet})")
+                    raise InvalidNetworkConfig(
+                        f"subnet {sub.subnet} overlaps network {n.name} ({n.subnet.subnet})"
+                    )
             for d, plen, _oif in nl.routes4():
                 if plen and ipaddress.IPv4Network(f"{d}/{plen}", strict=False).overlaps(sub.net):
-                    raise InvalidNetworkConfig(f"subnet {sub.subnet} is already used on this host (route {d}/{plen})")
+                    raise InvalidNetworkConfig(
+                        f"subnet {sub.subnet} is already used on this host (route {d}/{plen})"
+                    )
         else:
             sub = store.parse_subnet(str(store.pick_subnet(store.used_subnets(ctx, nl.routes4()))), None)
         if interface_name:
@@ -179,8 +245,16 @@ def create(name: str, *, subnet: str | None = None, gateway: str | None = None, 
             iface = interface_name
         else:
             iface = store.next_bridge(ctx, scope, links)
-        net = store.new_network(name, sub, iface, internal=internal, dns=dns, labels=labels or {},
-                                options=opts, dns_servers=servers)
+        net = store.new_network(
+            name,
+            sub,
+            iface,
+            internal=internal,
+            dns=dns,
+            labels=labels or {},
+            options=opts,
+            dns_servers=servers,
+        )
         store.save(ctx, net)
         return net
 
@@ -217,9 +291,18 @@ def inspect(name: str, ctx: Context | None = None) -> dict[str, Any]:
     for r in bridge.users(ctx, net.name):
         for a in r["attachments"]:
             if a["network"] == net.name:
-                containers[r["id"]] = {"name": r["name"], "interfaces": {a["interface"]: {
-                    "subnets": [{"ipnet": f"{a['address']}/{a['prefixlen']}", "gateway": a["gateway"]}],
-                    "mac_address": a["mac"]}}, "aliases": a.get("aliases", [])}
+                containers[r["id"]] = {
+                    "name": r["name"],
+                    "interfaces": {
+                        a["interface"]: {
+                            "subnets": [
+                                {"ipnet": f"{a['address']}/{a['prefixlen']}", "gateway": a["gateway"]}
+                            ],
+                            "mac_address": a["mac"],
+                        }
+                    },
+                    "aliases": a.get("aliases", []),
+                }
     doc["containers"] = containers
     return doc
 
@@ -247,8 +330,9 @@ def prune(labels: dict[str, str | None] | None = None, ctx: Context | None = Non
     for net in store.all_networks(ctx):
         if net.name == DEFAULT_NETWORK or bridge.users(ctx, net.name):
             continue
-        if labels and not all(k in net.labels and (v is None or net.labels[k] == v)
-                              for k, v in labels.items()):
+        if labels and not all(
+            k in net.labels and (v is None or net.labels[k] == v) for k, v in labels.items()
+        ):
             continue
         try:
             bridge.remove_network(ctx, net.name)
@@ -281,8 +365,11 @@ def parse_network_mode(values: list[str] | str | None) -> NetworkMode:
     names: list[str] = []
     for item in items:
         names += [v.strip() for v in item.split(",") if v.strip()]
-    special = [n for n in names if n in ("none", "host", "private", "slirp4netns", "pasta")
-               or n.startswith(("container:", "ns:"))]
+    special = [
+        n
+        for n in names
+        if n in ("none", "host", "private", "slirp4netns", "pasta") or n.startswith(("container:", "ns:"))
+    ]
     if special:
         if len(names) > 1:
             raise InvalidNetworkConfig(f"--network {special[0]} cannot be combined with other networks")

@@ -59,7 +59,9 @@ def _sysctl(path: str, value: str) -> None:
                 f.seek(0)
                 f.write(value)
     except OSError as e:
-        raise NetworkError(f"cannot set {path.removeprefix('/proc/sys/').replace('/', '.')}: {e.strerror}") from None
+        raise NetworkError(
+            f"cannot set {path.removeprefix('/proc/sys/').replace('/', '.')}: {e.strerror}"
+        ) from None
 
 
 def lock(ctx: Context) -> contextlib.AbstractContextManager[int]:
@@ -83,9 +85,17 @@ def default_network(ctx: Context, nl: Netlink | None = None) -> Network:
         if own:
             nl.close()
     subnet = store.pick_subnet(store.used_subnets(ctx, routes), prefer=store.DEFAULT_SUBNET)
-    net = store.new_network(DEFAULT_NETWORK, store.parse_subnet(str(subnet), None),
-                            Scope.of(ctx).bridge_name(0), internal=False, dns=False, labels={},
-                            options={}, dns_servers=[], fixed_id=True)
+    net = store.new_network(
+        DEFAULT_NETWORK,
+        store.parse_subnet(str(subnet), None),
+        Scope.of(ctx).bridge_name(0),
+        internal=False,
+        dns=False,
+        labels={},
+        options={},
+        dns_servers=[],
+        fixed_id=True,
+    )
     store.save(ctx, net)
     return net
 
@@ -101,12 +111,17 @@ def _ensure_bridge(ctx: Context, nl: Netlink, scope: Scope, net: Network) -> tup
     link = nl.link(net.network_interface)
     if link is not None:
         if link.kind != "bridge" or not (link.alias or "").startswith(scope.label):
-            raise NetworkError(f"interface {net.network_interface} of network {net.name} exists "
-                               "on the host and is not pallet's")
+            raise NetworkError(
+                f"interface {net.network_interface} of network {net.name} exists "
+                "on the host and is not pallet's"
+            )
         return net, link.index, False
     subnet = net.subnet.net
-    clash = [f"{d}/{p}" for d, p, _ in nl.routes4()
-             if p and ipaddress.IPv4Network(f"{d}/{p}", strict=False).overlaps(subnet)]
+    clash = [
+        f"{d}/{p}"
+        for d, p, _ in nl.routes4()
+        if p and ipaddress.IPv4Network(f"{d}/{p}", strict=False).overlaps(subnet)
+    ]
     if clash:
         pool = ipam.Pool(ctx, net)
         if net.name == DEFAULT_NETWORK and not pool.allocations:
@@ -118,8 +133,10 @@ def _ensure_bridge(ctx: Context, nl: Netlink, scope: Scope, net: Network) -> tup
             store.save(ctx, net)
             subnet = new
         else:
-            raise NetworkError(f"subnet {subnet} of network {net.name} overlaps a route on this host "
-                               f"({clash[0]}): remove the network and create it with another --subnet")
+            raise NetworkError(
+                f"subnet {subnet} of network {net.name} overlaps a route on this host "
+                f"({clash[0]}): remove the network and create it with another --subnet"
+            )
     nl.add_bridge(net.network_interface, _mac(), f"{scope.label}{net.name}", net.mtu)
     try:
         link = nl.link(net.network_interface)
@@ -159,8 +176,14 @@ def _dns_entries(ctx: Context, net: Network) -> list[dict[str, Any]]:
                 for n in names:
                     if n and n not in seen:
                         seen.append(n)
-                entries.append({"id": r["id"], "ip": a["address"], "names": seen,
-                                "upstreams": r.get("dns", {}).get("servers", [])})
+                entries.append(
+                    {
+                        "id": r["id"],
+                        "ip": a["address"],
+                        "names": seen,
+                        "upstreams": r.get("dns", {}).get("servers", []),
+                    }
+                )
     return entries
 
 
@@ -183,9 +206,17 @@ class _Undo:
     fw: firewall.Batch | None = None
 
 
-def setup(ctx: Context, container_id: str, netns_path: str, attachments: list[Attachment], *,
-          container_name: str, hostname: str | None = None, port_mappings: list[PortMapping] | None = None,
-          dns: DNSOptions | None = None) -> SetupResult:
+def setup(
+    ctx: Context,
+    container_id: str,
+    netns_path: str,
+    attachments: list[Attachment],
+    *,
+    container_name: str,
+    hostname: str | None = None,
+    port_mappings: list[PortMapping] | None = None,
+    dns: DNSOptions | None = None,
+) -> SetupResult:
     """Connect the container whose network namespace is ``netns_path`` to ``attachments``.
 
     Called again for a container that already has networks (``network connect``), it adds the
@@ -210,8 +241,19 @@ def setup(ctx: Context, container_id: str, netns_path: str, attachments: list[At
     nsfd = _open_netns(netns_path)
     try:
         with lock(ctx), Netlink() as nl:
-            return _setup_locked(ctx, scope, nl, nsfd, container_id, netns_path, attachments,
-                                 container_name, hostname, list(port_mappings or []), dns)
+            return _setup_locked(
+                ctx,
+                scope,
+                nl,
+                nsfd,
+                container_id,
+                netns_path,
+                attachments,
+                container_name,
+                hostname,
+                list(port_mappings or []),
+                dns,
+            )
     finally:
         os.close(nsfd)
 
@@ -236,21 +278,43 @@ def _check_port(m: PortMapping) -> None:
             raise InvalidNetworkConfig(f"invalid host IP {m.host_ip!r} for a published port") from None
 
 
-def _setup_locked(ctx: Context, scope: Scope, nl: Netlink, nsfd: int, cid: str, netns_path: str,
-                  attachments: list[Attachment], name: str, hostname: str | None,
-                  mappings: list[PortMapping], dns: DNSOptions | None) -> SetupResult:
+def _setup_locked(
+    ctx: Context,
+    scope: Scope,
+    nl: Netlink,
+    nsfd: int,
+    cid: str,
+    netns_path: str,
+    attachments: list[Attachment],
+    name: str,
+    hostname: str | None,
+    mappings: list[PortMapping],
+    dns: DNSOptions | None,
+) -> SetupResult:
     record = store.load_container(ctx, cid)
     fresh = record is None
     if record is None:
         dns = dns or DNSOptions()
-        record = {"id": cid, "name": name, "hostname": hostname or "", "netns": str(netns_path),
-                  "attachments": [], "ports": [],
-                  "dns": {"servers": dns.servers, "search": dns.search, "options": dns.options,
-                          "add_hosts": [list(h) for h in dns.add_hosts]}}
+        record = {
+            "id": cid,
+            "name": name,
+            "hostname": hostname or "",
+            "netns": str(netns_path),
+            "attachments": [],
+            "ports": [],
+            "dns": {
+                "servers": dns.servers,
+                "search": dns.search,
+                "options": dns.options,
+                "add_hosts": [list(h) for h in dns.add_hosts],
+            },
+        }
     else:
         if os.path.realpath(record["netns"]) != os.path.realpath(netns_path):
-            raise NetworkError(f"container {cid} is already set up in another network namespace "
-                               f"({record['netns']}): tear it down first")
+            raise NetworkError(
+                f"container {cid} is already set up in another network namespace "
+                f"({record['netns']}): tear it down first"
+            )
         have = {a["network"] for a in record["attachments"]}
         for a in attachments:
             if a.network in have:
@@ -285,13 +349,20 @@ def _setup_locked(ctx: Context, scope: Scope, nl: Netlink, nsfd: int, cid: str, 
     chosen = ports.resolve(mappings, _record_ports(all_records, cid)) if mappings else []
     new_att = []
     for net, a, ifname, addr in zip(nets, attachments, ifnames, addrs, strict=True):
-        new_att.append({
-            "network": net.name, "interface": ifname, "mac": (a.static_mac or _mac()).lower(),
-            "address": addr, "prefixlen": net.subnet.net.prefixlen,
-            "gateway": None if net.internal else net.subnet.gateway, "bridge": net.network_interface,
-            "host_interface": scope.veth_name(cid, net.name), "aliases": list(a.aliases),
-            "dns_server": net.subnet.gateway if net.dns_enabled else None,
-        })
+        new_att.append(
+            {
+                "network": net.name,
+                "interface": ifname,
+                "mac": (a.static_mac or _mac()).lower(),
+                "address": addr,
+                "prefixlen": net.subnet.net.prefixlen,
+                "gateway": None if net.internal else net.subnet.gateway,
+                "bridge": net.network_interface,
+                "host_interface": scope.veth_name(cid, net.name),
+                "aliases": list(a.aliases),
+                "dns_server": net.subnet.gateway if net.dns_enabled else None,
+            }
+        )
     saved_before = None if fresh else dict(record, attachments=list(record["attachments"]))
     record["attachments"] = record["attachments"] + new_att
     if chosen:
@@ -359,17 +430,29 @@ def _port_target(attachments: list[dict[str, Any]], nets: list[Network]) -> str:
     raise InvalidNetworkConfig("ports cannot be published from a container only on --internal networks")
 
 
-def _rollback(ctx: Context, nl: Netlink, scope: Scope, cid: str, record: dict[str, Any],
-              before: dict[str, Any] | None, new_att: list[dict[str, Any]], nets: list[Network],
-              pools: dict[str, ipam.Pool], undo: _Undo) -> None:
+def _rollback(
+    ctx: Context,
+    nl: Netlink,
+    scope: Scope,
+    cid: str,
+    record: dict[str, Any],
+    before: dict[str, Any] | None,
+    new_att: list[dict[str, Any]],
+    nets: list[Network],
+    pools: dict[str, ipam.Pool],
+    undo: _Undo,
+) -> None:
     with contextlib.suppress(Exception):
         for v in undo.veths:
             nl.delete_link(v)
         if undo.fw is not None:
             rb = firewall.Batch(scope.table)
             if record.get("ports") and before is None:
-                rb.remove_ports(firewall.port_rules([PortMapping(**p) for p in record["ports"]],
-                                                    _port_target(record["attachments"], nets)))
+                rb.remove_ports(
+                    firewall.port_rules(
+                        [PortMapping(**p) for p in record["ports"]], _port_target(record["attachments"], nets)
+                    )
+                )
             for net in undo.bridges:
                 rb.remove_network(net)
             rb.apply()
@@ -416,9 +499,17 @@ def result_of(record: dict[str, Any]) -> SetupResult:
             hosts.append((gw, ["host.containers.internal"]))
     for name, ip in d.get("add_hosts", []):
         hosts.append((ip, [name]))
-    return SetupResult(container_id=record["id"], container_name=record["name"], netns=record["netns"],
-                       interfaces=ifaces, ports=[PortMapping(**p) for p in record.get("ports", [])],
-                       dns_servers=servers, dns_search=search, dns_options=options, hosts=hosts)
+    return SetupResult(
+        container_id=record["id"],
+        container_name=record["name"],
+        netns=record["netns"],
+        interfaces=ifaces,
+        ports=[PortMapping(**p) for p in record.get("ports", [])],
+        dns_servers=servers,
+        dns_search=search,
+        dns_options=options,
+        hosts=hosts,
+    )
 
 
 # -- teardown ---------------------------------------------------------------------------------
@@ -436,8 +527,9 @@ def teardown(ctx: Context, container_id: str, networks: list[str] | None = None)
         _teardown_locked(ctx, scope, nl, record, networks)
 
 
-def _teardown_locked(ctx: Context, scope: Scope, nl: Netlink, record: dict[str, Any],
-                     networks: list[str] | None) -> None:
+def _teardown_locked(
+    ctx: Context, scope: Scope, nl: Netlink, record: dict[str, Any], networks: list[str] | None
+) -> None:
     cid = record["id"]
     atts = record["attachments"]
     if networks is not None:
@@ -494,15 +586,24 @@ def _teardown_locked(ctx: Context, scope: Scope, nl: Netlink, record: dict[str, 
 
 
 def _our_bridges(nl: Netlink, scope: Scope) -> set[str]:
-    return {link.name for link in nl.links()
-            if link.kind == "bridge" and (link.alias or "").startswith(scope.label)}
+    return {
+        link.name
+        for link in nl.links()
+        if link.kind == "bridge" and (link.alias or "").startswith(scope.label)
+    }
 
 
 # -- connect / disconnect ---------------------------------------------------------------------
 
 
-def connect(ctx: Context, container_id: str, netns_path: str, attachment: Attachment, *,
-            container_name: str | None = None) -> SetupResult:
+def connect(
+    ctx: Context,
+    container_id: str,
+    netns_path: str,
+    attachment: Attachment,
+    *,
+    container_name: str | None = None,
+) -> SetupResult:
     """Join a running container to one more network (``network connect``)."""
     record = store.load_container(ctx, container_id)
     name = container_name or (record["name"] if record else None)
@@ -595,8 +696,10 @@ def cleanup(ctx: Context) -> CleanupReport:
                     pool.release(r["id"], a["address"])
                     pool.save()
                     rep.addresses.append(f"{a['network']}:{a['address']}")
-            if any(a["address"] == next((x["address"] for x in r["attachments"] if x["gateway"]), None)
-                   for a in dead):
+            if any(
+                a["address"] == next((x["address"] for x in r["attachments"] if x["gateway"]), None)
+                for a in dead
+            ):
                 r["ports"] = []
             r["attachments"] = alive
             if alive:
@@ -619,7 +722,8 @@ def cleanup(ctx: Context) -> CleanupReport:
         wanted_bridges = {n.network_interface for n in nets if n.name in used_nets}
         for name, link in links.items():
             if (link.kind == "veth" and name not in wanted_veths) or (
-                    link.kind == "bridge" and name not in wanted_bridges):
+                link.kind == "bridge" and name not in wanted_bridges
+            ):
                 nl.delete_link(name)
                 rep.links.append(name)
         # firewall: rewrite from what survives, or drop the table if nothing does
@@ -669,6 +773,19 @@ def loopback_up(netns_path: str) -> None:
             inner.set_up(lo.index, "lo")
 
 
-__all__ = ["CleanupReport", "NetlinkError", "cleanup", "connect", "default_network", "disconnect",
-           "get_network", "loopback_up", "reload", "remove_network", "result_of", "setup", "status",
-           "teardown"]
+__all__ = [
+    "CleanupReport",
+    "NetlinkError",
+    "cleanup",
+    "connect",
+    "default_network",
+    "disconnect",
+    "get_network",
+    "loopback_up",
+    "reload",
+    "remove_network",
+    "result_of",
+    "setup",
+    "status",
+    "teardown",
+]

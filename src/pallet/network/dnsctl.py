@@ -38,8 +38,13 @@ def records_path(ctx: Context, network: str) -> Path:
 
 def write_records(ctx: Context, net: Network, containers: list[dict[str, Any]]) -> None:
     """containers: {"id", "ip", "names", "upstreams"} for every container on ``net``."""
-    data = {"network": net.name, "gateway": net.subnet.gateway, "domain": DNS_DOMAIN,
-            "upstreams": list(net.network_dns_servers), "containers": containers}
+    data = {
+        "network": net.name,
+        "gateway": net.subnet.gateway,
+        "domain": DNS_DOMAIN,
+        "upstreams": list(net.network_dns_servers),
+        "containers": containers,
+    }
     store.write_json(records_path(ctx, net.name), data)
 
 
@@ -92,7 +97,9 @@ def ensure(ctx: Context, net: Network) -> int:
         return _spawn(ctx, net.name, socks[0], socks[1])
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise NetworkError(f"cannot start DNS for network {net.name}: {gw}:53 is already in use") from None
+            raise NetworkError(
+                f"cannot start DNS for network {net.name}: {gw}:53 is already in use"
+            ) from None
         raise NetworkError(f"cannot start DNS for network {net.name} on {gw}:53: {e.strerror}") from None
     finally:
         for s in socks:

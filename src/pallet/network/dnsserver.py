@@ -176,7 +176,7 @@ class Responder:
                 if tcp:
                     return await _forward_tcp(wire, host, port)
                 return await _forward_udp(wire, host, port)
-            except (OSError, TimeoutError, asyncio.TimeoutError, ValueError) as e:
+            except (OSError, TimeoutError, ValueError) as e:
                 log.info("upstream %s failed: %s", server, e)
         resp = _response(query)
         resp.set_rcode(dns.rcode.SERVFAIL)
@@ -187,6 +187,7 @@ class Responder:
     async def serve(self, udp: socket.socket, tcp: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         responder = self
+        pending: set[asyncio.Task] = set()
 
         class UDP(asyncio.DatagramProtocol):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -198,7 +199,9 @@ class Responder:
                     if reply:
                         self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
 
-                loop.create_task(answer())
+                task = loop.create_task(answer())
+                pending.add(task)  # keep a reference until it is done
+                task.add_done_callback(pending.discard)
 
         await loop.create_datagram_endpoint(UDP, sock=udp)
 
@@ -212,7 +215,7 @@ class Responder:
                     if reply:
                         writer.write(struct.pack("!H", len(reply)) + reply)
                         await writer.drain()
-            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 pass
             finally:
                 writer.close()
@@ -292,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--udp-fd", type=int, required=True)
     p.add_argument("--tcp-fd", type=int, required=True)
     args = p.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("PALLET_DNS_LOG", "WARNING").upper(),
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("PALLET_DNS_LOG", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     udp = socket.socket(fileno=args.udp_fd)
     tcp = socket.socket(fileno=args.tcp_fd)
     udp.setblocking(False)

@@ -90,7 +90,9 @@ class Batch:
         add(f"add set {t} same {{ type ifname . ifname; }}")
         add(f"add set {t} subnets4 {{ type ipv4_addr; flags interval; }}")
         add(f"add set {t} masq4 {{ type ipv4_addr; flags interval; }}")
-        add(f"add map {t} ports4 {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}")
+        add(
+            f"add map {t} ports4 {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}"
+        )
         add(f"add map {t} ports4any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}")
         chains = {
             "forward": "type filter hook forward priority filter; policy accept;",

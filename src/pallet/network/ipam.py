@@ -32,8 +32,9 @@ class Pool:
 
     def save(self) -> None:
         if self.allocations or self.last:
-            store.write_json(self.path, {"subnet": str(self.subnet), "last": self.last,
-                                         "allocations": self.allocations})
+            store.write_json(
+                self.path, {"subnet": str(self.subnet), "last": self.last, "allocations": self.allocations}
+            )
 
     def _reserved(self, ip: ipaddress.IPv4Address) -> bool:
         return ip in (self.subnet.network_address, self.subnet.broadcast_address, self.gateway)
@@ -46,7 +47,8 @@ class Pool:
                 raise InvalidNetworkConfig(f"invalid IPv4 address {static!r}") from None
             if ip not in self.subnet or self._reserved(ip):
                 raise InvalidNetworkConfig(
-                    f"address {ip} is not a usable address of network {self.net.name} ({self.subnet})")
+                    f"address {ip} is not a usable address of network {self.net.name} ({self.subnet})"
+                )
             owner = self.allocations.get(str(ip))
             if owner is not None and owner != container_id:
                 raise AddressUnavailable(f"address {ip} on network {self.net.name} is already in use")

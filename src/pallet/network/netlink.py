@@ -56,8 +56,10 @@ class _LazyPackage(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        if any(os.path.exists(os.path.join(d, name)) or os.path.exists(os.path.join(d, name + ".py"))
-               for d in self.__path__):
+        if any(
+            os.path.exists(os.path.join(d, name)) or os.path.exists(os.path.join(d, name + ".py"))
+            for d in self.__path__
+        ):
             # a submodule (`from pyroute2 import config`): import just that
             return importlib.import_module(f"pyroute2.{name}")
         spec = self.__spec__
@@ -162,7 +164,7 @@ class Netlink:
                 length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, off)
                 if length < _HDR.size:
                     return
-                chunk = data[off:off + length]
+                chunk = data[off : off + length]
                 off += (length + 3) & ~3
                 if mseq != seq:
                     continue
@@ -229,33 +231,56 @@ class Netlink:
         return msg
 
     def add_bridge(self, name: str, mac: str, alias: str, mtu: int | None = None) -> None:
-        attrs: list = [("IFLA_IFNAME", name), ("IFLA_ADDRESS", mac),
-                       ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})]
+        attrs: list = [
+            ("IFLA_IFNAME", name),
+            ("IFLA_ADDRESS", mac),
+            ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}),
+        ]
         if mtu:
             attrs.append(("IFLA_MTU", mtu))
-        self.request(self._newlink(0, attrs, True), RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                     f"creating bridge {name}")
+        self.request(
+            self._newlink(0, attrs, True), RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"creating bridge {name}"
+        )
         self.set_alias(name, alias)
 
-    def add_veth(self, name: str, peer: str, peer_netns_fd: int, peer_mac: str, master: int,
-                 mtu: int | None = None) -> None:
+    def add_veth(
+        self, name: str, peer: str, peer_netns_fd: int, peer_mac: str, master: int, mtu: int | None = None
+    ) -> None:
         """A veth pair: ``name`` here, enslaved to ``master`` and up; ``peer`` in the other namespace."""
-        peer_attrs: list = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_netns_fd),
-                            ("IFLA_ADDRESS", peer_mac)]
+        peer_attrs: list = [
+            ("IFLA_IFNAME", peer),
+            ("IFLA_NET_NS_FD", peer_netns_fd),
+            ("IFLA_ADDRESS", peer_mac),
+        ]
         attrs: list = [("IFLA_IFNAME", name), ("IFLA_MASTER", master)]
         if mtu:
             attrs.append(("IFLA_MTU", mtu))
             peer_attrs.append(("IFLA_MTU", mtu))
-        attrs.append(("IFLA_LINKINFO", {"attrs": [
-            ("IFLA_INFO_KIND", "veth"),
-            ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
-        ]}))
-        self.request(self._newlink(0, attrs, True), RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                     f"creating veth pair {name}/{peer}")
+        attrs.append(
+            (
+                "IFLA_LINKINFO",
+                {
+                    "attrs": [
+                        ("IFLA_INFO_KIND", "veth"),
+                        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
+                    ]
+                },
+            )
+        )
+        self.request(
+            self._newlink(0, attrs, True),
+            RTM_NEWLINK,
+            NLM_F_CREATE | NLM_F_EXCL,
+            f"creating veth pair {name}/{peer}",
+        )
 
     def set_alias(self, name: str, alias: str) -> None:
-        self.request(self._newlink(0, [("IFLA_IFNAME", name), ("IFLA_IFALIAS", alias)], None),
-                     RTM_NEWLINK, 0, f"labelling interface {name}")
+        self.request(
+            self._newlink(0, [("IFLA_IFNAME", name), ("IFLA_IFALIAS", alias)], None),
+            RTM_NEWLINK,
+            0,
+            f"labelling interface {name}",
+        )
 
     def set_up(self, index: int, what: str = "") -> None:
         self.request(self._newlink(index, [], True), RTM_NEWLINK, 0, f"bringing up {what or index}")
@@ -263,8 +288,9 @@ class Netlink:
     def delete_link(self, name: str) -> bool:
         """Delete an interface by name; False if it was not there."""
         try:
-            self.request(self._newlink(0, [("IFLA_IFNAME", name)], None), RTM_DELLINK, 0,
-                         f"deleting interface {name}")
+            self.request(
+                self._newlink(0, [("IFLA_IFNAME", name)], None), RTM_DELLINK, 0, f"deleting interface {name}"
+            )
         except NetlinkError as e:
             if e.errno in (errno.ENODEV, errno.ENOENT):
                 return False
@@ -284,16 +310,24 @@ class Netlink:
         marked = []
         for n in names:
             try:
-                self.request(self._newlink(0, [("IFLA_IFNAME", n), ("IFLA_GROUP", group)], None),
-                             RTM_NEWLINK, 0, f"marking interface {n}")
+                self.request(
+                    self._newlink(0, [("IFLA_IFNAME", n), ("IFLA_GROUP", group)], None),
+                    RTM_NEWLINK,
+                    0,
+                    f"marking interface {n}",
+                )
                 marked.append(n)
             except NetlinkError as e:
                 if e.errno not in (errno.ENODEV, errno.ENOENT):
                     raise
         members = {link.name for link in self.links() if link.group == group}
         if members == set(marked) and len(marked) > 1:
-            self.request(self._newlink(0, [("IFLA_GROUP", group)], None), RTM_DELLINK, 0,
-                         f"deleting interfaces {', '.join(marked)}")
+            self.request(
+                self._newlink(0, [("IFLA_GROUP", group)], None),
+                RTM_DELLINK,
+                0,
+                f"deleting interfaces {', '.join(marked)}",
+            )
             return marked
         return [n for n in marked if self.delete_link(n)]
 
@@ -305,8 +339,9 @@ class Netlink:
         msg["prefixlen"] = prefixlen
         msg["index"] = index
         msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        self.request(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE,
-                     f"adding {address}/{prefixlen} to {what or index}")
+        self.request(
+            msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, f"adding {address}/{prefixlen} to {what or index}"
+        )
 
     def add_default_route(self, gateway: str, oif: int, metric: int) -> None:
         msg = self.codec.rtmsg()
@@ -335,8 +370,10 @@ class Netlink:
         """(address, prefix length, interface index) of every IPv4 address here."""
         msg = self.codec.ifaddrmsg()
         msg["family"] = socket.AF_INET
-        return [(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"], m["index"])
-                for m in self.dump(self.codec.ifaddrmsg, msg, RTM_GETADDR)]
+        return [
+            (m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"), m["prefixlen"], m["index"])
+            for m in self.dump(self.codec.ifaddrmsg, msg, RTM_GETADDR)
+        ]
 
 
 def open_in(netns_path: str | os.PathLike[str]) -> Netlink:

@@ -82,8 +82,10 @@ def create(path: str | os.PathLike[str]) -> Path:
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         try:
-            _check(_libc.mount(b"/proc/thread-self/ns/net", os.fsencode(path), None, MS_BIND, None),
-                   f"bind mount on {path}")
+            _check(
+                _libc.mount(b"/proc/thread-self/ns/net", os.fsencode(path), None, MS_BIND, None),
+                f"bind mount on {path}",
+            )
         finally:
             setns(own)
     except OSError as e:

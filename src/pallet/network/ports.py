@@ -50,10 +50,14 @@ def parse_publish(spec: str) -> PortMapping:
         try:
             ip = ipaddress.IPv4Address(host_ip)
         except ValueError:
-            raise InvalidNetworkConfig(f"invalid port mapping {spec!r}: {host_ip!r} is not an IPv4 address") from None
+            raise InvalidNetworkConfig(
+                f"invalid port mapping {spec!r}: {host_ip!r} is not an IPv4 address"
+            ) from None
         host_ip = "" if ip.is_unspecified else str(ip)
     else:
-        raise InvalidNetworkConfig(f"invalid port mapping {spec!r}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT")
+        raise InvalidNetworkConfig(
+            f"invalid port mapping {spec!r}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT"
+        )
     cport, crange = _port_range(ctr, "container port", spec)
     if not host:
         return PortMapping(cport, 0, proto, host_ip, crange)
@@ -118,18 +122,27 @@ def resolve(mappings: list[PortMapping], used: list[PortMapping]) -> list[PortMa
             clash = _clash(m, m.host_port, taken)
             if clash is not None:
                 raise PortUnavailable(
-                    f"host port {m.host_port}/{m.protocol} is already published by another container")
+                    f"host port {m.host_port}/{m.protocol} is already published by another container"
+                )
             for k in range(m.range):
                 if not _bindable(m.host_ip, m.host_port + k, m.protocol):
                     raise PortUnavailable(
-                        f"host port {m.host_port + k}/{m.protocol} is already in use on the host")
+                        f"host port {m.host_port + k}/{m.protocol} is already in use on the host"
+                    )
             chosen = PortMapping(m.container_port, m.host_port, m.protocol, m.host_ip, m.range)
         else:
             lo, hi = _ephemeral()
             pool = list(range(lo, hi - m.range + 2))
             random.shuffle(pool)
-            port = next((p for p in pool if _clash(m, p, taken) is None
-                         and all(_bindable(m.host_ip, p + k, m.protocol) for k in range(m.range))), None)
+            port = next(
+                (
+                    p
+                    for p in pool
+                    if _clash(m, p, taken) is None
+                    and all(_bindable(m.host_ip, p + k, m.protocol) for k in range(m.range))
+                ),
+                None,
+            )
             if port is None:
                 raise PortUnavailable(f"no free host port for {m.container_port}/{m.protocol}")
             chosen = PortMapping(m.container_port, port, m.protocol, m.host_ip, m.range)

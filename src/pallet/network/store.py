@@ -72,7 +72,7 @@ class Scope:
 
     def bridge_index(self, name: str) -> int | None:
         prefix = f"p{self.tag}-" if self.tag else "pallet"
-        rest = name[len(prefix):] if name.startswith(prefix) else ""
+        rest = name[len(prefix) :] if name.startswith(prefix) else ""
         return int(rest) if rest.isdigit() else None
 
     def veth_name(self, container_id: str, network: str) -> str:
@@ -120,7 +120,8 @@ def check_name(name: str) -> None:
     if not name or len(name) > MAX_NAME or not NAME_RE.match(name):
         raise InvalidNetworkConfig(
             f"invalid network name {name!r}: use letters, digits, '_', '.', '-' (not first), "
-            f"at most {MAX_NAME} characters")
+            f"at most {MAX_NAME} characters"
+        )
 
 
 def network_path(ctx: Context, name: str) -> Path:
@@ -217,14 +218,33 @@ def parse_subnet(subnet: str, gateway: str | None) -> Subnet:
     return Subnet(str(net), str(gw))
 
 
-def new_network(name: str, subnet: Subnet, interface: str, *, internal: bool, dns: bool,
-                labels: dict[str, str], options: dict[str, str], dns_servers: list[str],
-                fixed_id: bool = False) -> Network:
-    ident = (hashlib.sha256(f"pallet network {name}".encode()).hexdigest() if fixed_id
-             else os.urandom(32).hex())
-    return Network(name=name, id=ident, network_interface=interface, created=now(), subnets=[subnet],
-                   internal=internal, dns_enabled=dns, labels=dict(labels), options=dict(options),
-                   network_dns_servers=list(dns_servers))
+def new_network(
+    name: str,
+    subnet: Subnet,
+    interface: str,
+    *,
+    internal: bool,
+    dns: bool,
+    labels: dict[str, str],
+    options: dict[str, str],
+    dns_servers: list[str],
+    fixed_id: bool = False,
+) -> Network:
+    ident = (
+        hashlib.sha256(f"pallet network {name}".encode()).hexdigest() if fixed_id else os.urandom(32).hex()
+    )
+    return Network(
+        name=name,
+        id=ident,
+        network_interface=interface,
+        created=now(),
+        subnets=[subnet],
+        internal=internal,
+        dns_enabled=dns,
+        labels=dict(labels),
+        options=dict(options),
+        network_dns_servers=list(dns_servers),
+    )
 
 
 def next_bridge(ctx: Context, scope: Scope, taken: set[str]) -> str:
