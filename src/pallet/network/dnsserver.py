@@ -2,7 +2,8 @@
 
 It answers, authoritatively, A/AAAA queries for the names and aliases of the containers on its
 network (bare, or under ``dns.pallet``) and PTR queries for their addresses, and forwards every
-other query, unchanged, to upstream resolvers: the asking container's ``--dns`` servers if it
+other query, unchanged, to upstream resolvers (over UDP; a truncated answer to a TCP client is
+asked again over TCP): the asking container's ``--dns`` servers if it
 has some, else the network's, else the host's (re-read from /etc/resolv.conf when it changes).
 
 It is started by setup with its UDP and TCP sockets already bound on the gateway's port 53 and
@@ -173,9 +174,11 @@ class Responder:
         for server in servers:
             try:
                 host, port = _split_server(server)
-                if tcp:
-                    return await _forward_tcp(wire, host, port)
-                return await _forward_udp(wire, host, port)
+                reply = await _forward_udp(wire, host, port)
+                if tcp and len(reply) > 3 and reply[2] & 0x02:
+                    # truncated over UDP: this client can take the whole answer over TCP
+                    reply = await _forward_tcp(wire, host, port)
+                return reply
             except (OSError, TimeoutError, ValueError) as e:
                 log.info("upstream %s failed: %s", server, e)
         resp = _response(query)
