@@ -498,3 +498,20 @@ def test_setup_on_something_that_is_not_a_netns(ctx, tmp_path):
         network.setup(cid("a"), str(f), [Attachment()], container_name="x", ctx=ctx)
     with pytest.raises(network.NetworkError, match="cannot open"):
         network.setup(cid("a"), str(tmp_path / "missing"), [Attachment()], container_name="x", ctx=ctx)
+
+
+def test_default_network_moves_off_a_subnet_another_root_took(ctx, ns, tmp_path):
+    from pallet.context import Context
+    from tests.network.conftest import wipe
+
+    other = Context(root=tmp_path / "other-root", runroot=tmp_path / "other-run")
+    try:
+        mine = network.inspect("pallet", ctx)["subnets"][0]["subnet"]  # chosen now, no bridge yet
+        theirs = network.setup(cid("o"), ns.new(), [Attachment()], container_name="o", ctx=other)
+        assert str(ipaddress.IPv4Network(f"{theirs.interfaces[0].address}/24", strict=False)) == mine
+        r = network.setup(cid("a"), ns.new(), [Attachment()], container_name="a", ctx=ctx)
+        moved = ipaddress.IPv4Network(f"{r.interfaces[0].address}/{r.interfaces[0].prefixlen}", strict=False)
+        assert str(moved) != mine and network.inspect("pallet", ctx)["subnets"][0]["subnet"] == str(moved)
+        assert r.interfaces[0].bridge != theirs.interfaces[0].bridge
+    finally:
+        wipe(other)

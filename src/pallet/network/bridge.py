@@ -342,51 +342,53 @@ def _setup_locked(
         used_if.add(ifname)
         ifnames.append(ifname)
 
-    # addresses: allocated and recorded before anything exists on the host (see cleanup)
-    pools = {net.name: ipam.Pool(ctx, net) for net in nets}
-    addrs = [pools[net.name].allocate(cid, a.static_ip) for net, a in zip(nets, attachments, strict=True)]
     all_records = store.all_containers(ctx) if mappings else []
     chosen = ports.resolve(mappings, _record_ports(all_records, cid)) if mappings else []
-    new_att = []
-    for net, a, ifname, addr in zip(nets, attachments, ifnames, addrs, strict=True):
-        new_att.append(
-            {
-                "network": net.name,
-                "interface": ifname,
-                "mac": (a.static_mac or _mac()).lower(),
-                "address": addr,
-                "prefixlen": net.subnet.net.prefixlen,
-                "gateway": None if net.internal else net.subnet.gateway,
-                "bridge": net.network_interface,
-                "host_interface": scope.veth_name(cid, net.name),
-                "aliases": list(a.aliases),
-                "dns_server": net.subnet.gateway if net.dns_enabled else None,
-            }
-        )
     saved_before = None if fresh else dict(record, attachments=list(record["attachments"]))
-    record["attachments"] = record["attachments"] + new_att
-    if chosen:
-        record["ports"] = [p.to_dict() for p in chosen]
-    for p in pools.values():
-        p.save()
-    store.save_container(ctx, record)
-
+    pools: dict[str, ipam.Pool] = {}
+    new_att: list[dict[str, Any]] = []
     undo = _Undo()
     try:
+        # bridges first: making one may still move the default network to a free subnet
         fw = firewall.Batch(scope.table)
+        brindex = []
         for i, net in enumerate(nets):
-            net, brindex, created = _ensure_bridge(ctx, nl, scope, net)
+            net, index, created = _ensure_bridge(ctx, nl, scope, net)
             nets[i] = net
+            brindex.append(index)
             if created:
                 undo.bridges.append(net)
                 if not fw:
                     fw.base()
                 fw.add_network(net)
-            att = new_att[i]
+        # addresses: allocated and recorded before any veth exists (see cleanup)
+        pools = {net.name: ipam.Pool(ctx, net) for net in nets}
+        for net, a, ifname in zip(nets, attachments, ifnames, strict=True):
+            new_att.append(
+                {
+                    "network": net.name,
+                    "interface": ifname,
+                    "mac": (a.static_mac or _mac()).lower(),
+                    "address": pools[net.name].allocate(cid, a.static_ip),
+                    "prefixlen": net.subnet.net.prefixlen,
+                    "gateway": None if net.internal else net.subnet.gateway,
+                    "bridge": net.network_interface,
+                    "host_interface": scope.veth_name(cid, net.name),
+                    "aliases": list(a.aliases),
+                    "dns_server": net.subnet.gateway if net.dns_enabled else None,
+                }
+            )
+        record["attachments"] = record["attachments"] + new_att
+        if chosen:
+            record["ports"] = [p.to_dict() for p in chosen]
+        for p in pools.values():
+            p.save()
+        store.save_container(ctx, record)
+        for net, att, index in zip(nets, new_att, brindex, strict=True):
             host_if = att["host_interface"]
             if nl.link(host_if) is not None:  # left by a killed engine for this very container
                 nl.delete_link(host_if)
-            nl.add_veth(host_if, att["interface"], nsfd, att["mac"], brindex, net.mtu)
+            nl.add_veth(host_if, att["interface"], nsfd, att["mac"], index, net.mtu)
             undo.veths.append(host_if)
             nl.set_alias(host_if, f"{scope.label}{cid}:{net.name}")
         if chosen:
