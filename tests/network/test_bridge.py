@@ -515,3 +515,39 @@ def test_default_network_moves_off_a_subnet_another_root_took(ctx, ns, tmp_path)
         assert r.interfaces[0].bridge != theirs.interfaces[0].bridge
     finally:
         wipe(other)
+
+
+def test_a_dead_containers_port_can_be_published_again(ctx, ns):
+    from pallet.network import netns
+
+    port = peers.free_port()
+    a = ns.new()
+    network.setup(
+        cid("a"),
+        a,
+        [Attachment()],
+        container_name="gone",
+        ctx=ctx,
+        port_mappings=[network.parse_publish(f"{port}:80")],
+    )
+    netns.remove(a)  # the container died and nobody tore it down
+    ns.paths.remove(Path(a))
+    veth = store.Scope.of(ctx).veth_name(cid("a"), "pallet")
+    deadline = time.monotonic() + 5
+    while veth in our_links(ctx) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    b = ns.new()
+    r = network.setup(
+        cid("b"),
+        b,
+        [Attachment()],
+        container_name="new",
+        ctx=ctx,
+        port_mappings=[network.parse_publish(f"{port}:80")],
+    )
+    ns.httpd(b, "second owner\n")
+    out = subprocess.run(
+        ["curl", "-s", "--max-time", "5", f"http://127.0.0.1:{port}/"], capture_output=True, text=True
+    )
+    assert out.stdout == "second owner\n"
+    assert network.status(cid("a"), ctx=ctx) is None and r.ports[0].host_port == port

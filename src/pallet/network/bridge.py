@@ -342,8 +342,17 @@ def _setup_locked(
         used_if.add(ifname)
         ifnames.append(ifname)
 
-    all_records = store.all_containers(ctx) if mappings else []
-    chosen = ports.resolve(mappings, _record_ports(all_records, cid)) if mappings else []
+    chosen: list[PortMapping] = []
+    if mappings:
+        # ports of containers whose veths are gone (dead, cleanup not run yet) do not count
+        live = {link.name for link in nl.links() if (link.alias or "").startswith(scope.label)}
+        holders = []
+        for r in store.all_containers(ctx):
+            if r["id"] == cid or any(a["host_interface"] in live for a in r["attachments"]):
+                holders.append(r)
+            elif r.get("ports"):
+                _teardown_locked(ctx, scope, nl, r, None)  # its nft elements would clash
+        chosen = ports.resolve(mappings, _record_ports(holders, cid))
     saved_before = None if fresh else dict(record, attachments=list(record["attachments"]))
     pools: dict[str, ipam.Pool] = {}
     new_att: list[dict[str, Any]] = []
