@@ -24,10 +24,10 @@ PALLET=${PALLET:-$REPO/.venv/bin/pallet}
 RUNS=${RUNS:-20}
 TP_RUNS=${TP_RUNS:-5}
 WHAT=${1:-all}
-WORK=$(mktemp -d /tmp/pallet-netbench.XXXXXX)
+WORK=/tmp/pallet-netbench-$$  # lowercase: podman names oci: images after the path
+mkdir -p "$WORK"
 export PALLET_ROOT=$WORK/pallet/root PALLET_RUNROOT=$WORK/pallet/run
-PODMAN=(podman --root "$WORK/podman/storage" --runroot "$WORK/podman/run" --cgroup-manager cgroupfs
-        --events-backend none)
+PODMAN=(podman --root "$WORK/podman/storage" --runroot "$WORK/podman/run")
 export CONTAINERS_CONF=$WORK/containers.conf
 cat > "$CONTAINERS_CONF" <<'CONF'
 [containers]

@@ -204,6 +204,7 @@ class _Undo:
     veths: list[str] = field(default_factory=list)
     bridges: list[Network] = field(default_factory=list)
     fw: firewall.Batch | None = None
+    pending: firewall.Pending | None = None
 
 
 def setup(
@@ -407,9 +408,9 @@ def _setup_locked(
                 for n in _active_networks(ctx, nl, scope):
                     fw.add_network(n)
             fw.add_ports(firewall.port_rules(chosen, target))
-        if fw:
-            fw.apply()
-            undo.fw = fw
+        # nft commits (mostly an RCU grace period) while the namespace is configured
+        pending = undo.pending = fw.start()
+        undo.fw = fw if fw else None
         with open_in(netns_path) as inner:
             lo = inner.link("lo")
             if lo is not None and not lo.flags & 1:
@@ -424,6 +425,8 @@ def _setup_locked(
                 if att["gateway"]:
                     inner.add_default_route(att["gateway"], link.index, metric)
                     metric += 1
+        undo.pending = None
+        pending.wait()
         for net in nets:
             if net.dns_enabled:
                 _refresh_dns(ctx, net)
@@ -453,22 +456,32 @@ def _rollback(
     pools: dict[str, ipam.Pool],
     undo: _Undo,
 ) -> None:
-    with contextlib.suppress(Exception):
-        for v in undo.veths:
-            nl.delete_link(v)
-        if undo.fw is not None:
-            rb = firewall.Batch(scope.table)
+    def attempt(step: Any, *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as e:  # undo as much as possible; the original error is what surfaces
+            log.warning("rolling back the network setup of %s: %s", cid, e)
+
+    if undo.pending is not None:
+        attempt(undo.pending.wait)
+    attempt(nl.delete_links, undo.veths + [n.network_interface for n in undo.bridges])
+
+    def firewall_back() -> None:
+        rb = firewall.Batch(scope.table)
+        if not _our_bridges(nl, scope):
+            if firewall.table_exists(scope.table):
+                rb.delete_table()
+        elif undo.fw is not None:
             if record.get("ports") and before is None:
-                rb.remove_ports(
-                    firewall.port_rules(
-                        [PortMapping(**p) for p in record["ports"]], _port_target(record["attachments"], nets)
-                    )
-                )
+                target = _port_target(record["attachments"], nets)
+                rb.remove_ports(firewall.port_rules([PortMapping(**p) for p in record["ports"]], target))
             for net in undo.bridges:
                 rb.remove_network(net)
-            rb.apply()
-        for net in undo.bridges:
-            nl.delete_link(net.network_interface)
+        rb.apply()
+
+    attempt(firewall_back)
+
+    def state_back() -> None:
         for att in new_att:
             pools[att["network"]].release(cid, att["address"])
         for p in pools.values():
@@ -477,9 +490,11 @@ def _rollback(
             store.delete_container(ctx, cid)
         else:
             store.save_container(ctx, before)
-        for net in nets:
-            if net.dns_enabled:
-                _refresh_dns(ctx, net)
+
+    attempt(state_back)
+    for net in nets:
+        if net.dns_enabled:
+            attempt(_refresh_dns, ctx, net)
 
 
 def _active_networks(ctx: Context, nl: Netlink, scope: Scope) -> list[Network]:
@@ -580,16 +595,19 @@ def _teardown_locked(
         store.delete_container(ctx, cid)
     for net in dns_nets:
         _refresh_dns(ctx, net)
-    # the host veths (each takes its container end along) and emptied bridges, in one batch
-    nl.delete_links([a["host_interface"] for a in gone] + [n.network_interface for n in emptied])
     for net in emptied:
         fw.remove_network(net)
-    if emptied and not _our_bridges(nl, scope):
+    if emptied and not _our_bridges(nl, scope) - {n.network_interface for n in emptied}:
         fw = firewall.Batch(scope.table)
         fw.delete_table()
-    if fw:
+    # nft commits while the links go: both mostly wait for RCU grace periods, which overlap
+    pending = fw.start()
+    try:
+        # the host veths (each takes its container end along) and emptied bridges, in one batch
+        nl.delete_links([a["host_interface"] for a in gone] + [n.network_interface for n in emptied])
+    finally:
         try:
-            fw.apply()
+            pending.wait()
         except NetworkError as e:
             if firewall.table_exists(scope.table):
                 raise

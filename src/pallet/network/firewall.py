@@ -27,7 +27,6 @@ packaged for the system Python only, and the command costs ~2 ms more than a bin
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -164,24 +163,70 @@ class Batch:
         return "\n".join(self.lines) + "\n"
 
     def apply(self) -> None:
-        if not self.lines:
+        if self.lines:
+            self.start().wait()
+
+    def start(self) -> Pending:
+        """Hand the batch to nft and return at once: the caller overlaps its own kernel work
+        (netlink) with nft's commit, which mostly waits for an RCU grace period."""
+        return Pending(self.text() if self.lines else "")
+
+
+class Pending:
+    """An nft transaction under way; :meth:`wait` raises FirewallError if nft refused it."""
+
+    def __init__(self, script: str) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        if not script:
             return
-        run(self.text())
+        self.proc = subprocess.Popen(
+            [_nft(), "-f", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(script)
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def wait(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+        if proc.wait() != 0:
+            _raise(err)
+
+
+_NFT: str | None = None
 
 
 def _nft() -> str:
-    exe = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
-    if exe is None:
-        raise FirewallError("nft is not installed (Debian: apt-get install nftables)")
-    return exe
+    global _NFT
+    if _NFT is None:
+        dirs = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"]
+        _NFT = next(
+            (os.path.join(d, "nft") for d in dirs if d and os.access(os.path.join(d, "nft"), os.X_OK)), None
+        )
+        if _NFT is None:
+            raise FirewallError("nft is not installed (Debian: apt-get install nftables)")
+    return _NFT
+
+
+def _raise(stderr: str) -> None:
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and "^" not in ln]
+    first = next((ln for ln in lines if "Error" in ln), lines[0] if lines else "unknown error")
+    raise FirewallError(f"nft refused the rules: {first.split('Error:', 1)[-1].strip()}")
 
 
 def run(script: str) -> None:
-    res = subprocess.run([_nft(), "-f", "-"], input=script, capture_output=True, text=True)
-    if res.returncode != 0:
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "^" not in ln]
-        first = next((ln for ln in lines if "Error" in ln), lines[0] if lines else "unknown error")
-        raise FirewallError(f"nft refused the rules: {first.split('Error:', 1)[-1].strip()}")
+    Pending(script).wait()
 
 
 def table_exists(table: str) -> bool:
