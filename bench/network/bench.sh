@@ -28,8 +28,6 @@ WORK=/tmp/pallet-netbench-$$  # lowercase: podman names oci: images after the pa
 mkdir -p "$WORK"
 export PALLET_ROOT=$WORK/pallet/root PALLET_RUNROOT=$WORK/pallet/run
 PODMAN=(podman --root "$WORK/podman/storage" --runroot "$WORK/podman/run")
-unset PYTHONDONTWRITEBYTECODE  # measure with bytecode caches, as an installed pallet runs
-"$PYTHON" -m compileall -q src > /dev/null
 export CONTAINERS_CONF=$WORK/containers.conf
 cat > "$CONTAINERS_CONF" <<'CONF'
 [containers]
@@ -49,7 +47,7 @@ from pallet import network
 from pallet.context import Context
 from pallet.network import netns
 work = Path(sys.argv[1])
-for base in (work / "pallet", work / "cycle", work / "cycle-linger", work / "cycle-resident"):
+for base in (work / "pallet", work / "cycle", work / "cycle-resident"):
     ctx = Context(root=base / "root", runroot=base / "run")
     for cid in ("tp-a", "tp-b"):
         network.teardown(cid, ctx=ctx)
@@ -93,8 +91,6 @@ JSON
   sed -e 's/@ID@/resident/g' -e "s/${sub%.0/24}.2/${sub%.0/24}.3/" "$WORK/netavark.json" > "$WORK/resident.json"
   hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$WORK/cycle-idle.md" \
     -n "pallet network setup+teardown (idle network)" "$PYTHON bench/network/cycle.py $WORK/cycle" \
-    -n "pallet, teardown(linger=1) (idle network, bridge reused)" \
-       "$PYTHON bench/network/cycle.py $WORK/cycle-linger --linger 1" \
     -n "netavark setup+teardown (idle network)" "bench/network/netavark_cycle.sh $WORK"
   "$PYTHON" bench/network/cycle.py "$WORK/cycle-resident" --resident up
   ip netns add pbench-nv-resident

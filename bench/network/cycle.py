@@ -7,7 +7,6 @@
     cycle.py ROOT --resident up    park one container on the default network (bridge stays up)
     cycle.py ROOT --resident down  remove it
     cycle.py ROOT --timings N      N cycles in one process, printing setup/teardown times (ms)
-    cycle.py ROOT --linger S       teardown(linger=S): an emptied network keeps its bridge S seconds
 
 Run as root. ROOT is a scratch pallet root (its runroot is ROOT/run).
 """
@@ -37,7 +36,6 @@ def main() -> int:
             netns.remove(path)
         return 0
     count = int(sys.argv[sys.argv.index("--timings") + 1]) if "--timings" in sys.argv else 1
-    linger = float(sys.argv[sys.argv.index("--linger") + 1]) if "--linger" in sys.argv else 0.0
     for i in range(count):
         cid = f"bench{os.getpid()}x{i}"
         path = root / f"{cid}.ns"
@@ -46,7 +44,7 @@ def main() -> int:
             t0 = time.perf_counter()
             network.setup(cid, path, [network.Attachment()], container_name=cid, ctx=ctx)
             t1 = time.perf_counter()
-            network.teardown(cid, ctx=ctx, linger=linger)
+            network.teardown(cid, ctx=ctx)
             t2 = time.perf_counter()
         finally:
             netns.remove(path)

@@ -551,31 +551,3 @@ def test_a_dead_containers_port_can_be_published_again(ctx, ns):
     )
     assert out.stdout == "second owner\n"
     assert network.status(cid("a"), ctx=ctx) is None and r.ports[0].host_port == port
-
-
-def test_lingering_bridge_is_reused_then_reaped(ctx, ns):
-    a = ns.new()
-    r = network.setup(cid("a"), a, [Attachment()], container_name="a", ctx=ctx)
-    bridge = r.interfaces[0].bridge
-    index = json.loads(
-        subprocess.run(
-            ["ip", "-j", "link", "show", bridge], capture_output=True, text=True, check=True
-        ).stdout
-    )[0]["ifindex"]
-    network.teardown(cid("a"), ctx=ctx, linger=1.5)
-    assert bridge in our_links(ctx) and our_tables(ctx)  # kept for a next container
-    b = ns.new()
-    network.setup(cid("b"), b, [Attachment()], container_name="b", ctx=ctx)
-    again = json.loads(
-        subprocess.run(
-            ["ip", "-j", "link", "show", bridge], capture_output=True, text=True, check=True
-        ).stdout
-    )[0]["ifindex"]
-    assert again == index  # the same bridge, not a new one
-    time.sleep(2)  # the first reaper wakes and sees that a container came: it leaves the bridge alone
-    assert bridge in our_links(ctx)
-    network.teardown(cid("b"), ctx=ctx, linger=0.3)
-    deadline = time.monotonic() + 10
-    while (our_links(ctx) or our_tables(ctx)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert our_links(ctx) == [] and our_tables(ctx) == []

@@ -123,17 +123,11 @@ def setup(
     )
 
 
-def teardown(
-    container_id: str, networks: list[str] | None = None, ctx: Context | None = None, linger: float = 0.0
-) -> None:
-    """Undo :func:`setup` (for ``networks`` only, or all). Idempotent for an unknown container.
-
-    A network this leaves empty loses its bridge and rules now, or ``linger`` seconds later if
-    no container joined it by then (for back-to-back ``run --rm``: the bridge is reused).
-    """
+def teardown(container_id: str, networks: list[str] | None = None, ctx: Context | None = None) -> None:
+    """Undo :func:`setup` (for ``networks`` only, or all). Idempotent for an unknown container."""
     from pallet.network import bridge
 
-    bridge.teardown(_ctx(ctx), container_id, networks, linger=linger)
+    bridge.teardown(_ctx(ctx), container_id, networks)
 
 
 def connect(

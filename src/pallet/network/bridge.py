@@ -541,13 +541,8 @@ def result_of(record: dict[str, Any]) -> SetupResult:
 # -- teardown ---------------------------------------------------------------------------------
 
 
-def teardown(ctx: Context, container_id: str, networks: list[str] | None = None, linger: float = 0.0) -> None:
-    """Undo setup for ``networks`` (None: all of them). A container with nothing set up is fine.
-
-    A network left without containers loses its bridge and firewall elements at once, unless
-    ``linger`` > 0: then they stay that many seconds for a next container (back-to-back
-    ``run --rm`` reuse one bridge) and a detached reaper removes them if none came.
-    """
+def teardown(ctx: Context, container_id: str, networks: list[str] | None = None) -> None:
+    """Undo setup for ``networks`` (None: all of them). A container with nothing set up is fine."""
     scope = Scope.of(ctx)
     with lock(ctx), Netlink() as nl:
         record = store.load_container(ctx, container_id)
@@ -555,20 +550,12 @@ def teardown(ctx: Context, container_id: str, networks: list[str] | None = None,
             if networks:
                 raise NotAttached(f"container {container_id} is not connected to any network")
             return
-        idle = _teardown_locked(ctx, scope, nl, record, networks, linger=linger > 0)
-    for net, generation in idle:
-        _schedule_reap(ctx, net, generation, linger)
+        _teardown_locked(ctx, scope, nl, record, networks)
 
 
 def _teardown_locked(
-    ctx: Context,
-    scope: Scope,
-    nl: Netlink,
-    record: dict[str, Any],
-    networks: list[str] | None,
-    linger: bool = False,
-) -> list[tuple[str, int]]:
-    """Returns (network, generation) of the networks left idle but kept up (``linger``)."""
+    ctx: Context, scope: Scope, nl: Netlink, record: dict[str, Any], networks: list[str] | None
+) -> None:
     cid = record["id"]
     atts = record["attachments"]
     if networks is not None:
@@ -588,7 +575,6 @@ def _teardown_locked(
         fw.remove_ports(firewall.port_rules(old_ports, target))
         record["ports"] = []
     emptied: list[Network] = []
-    lingering: list[tuple[str, int]] = []
     dns_nets: list[Network] = []
     for a in gone:
         try:
@@ -599,10 +585,7 @@ def _teardown_locked(
         pool.release(cid)
         pool.save()
         if not pool.allocations:
-            if linger:
-                lingering.append((net.name, pool.generation))
-            else:
-                emptied.append(net)
+            emptied.append(net)
         if net.dns_enabled:
             dns_nets.append(net)
     record["attachments"] = keep
@@ -612,24 +595,16 @@ def _teardown_locked(
         store.delete_container(ctx, cid)
     for net in dns_nets:
         _refresh_dns(ctx, net)
-    _remove_links(nl, scope, fw, [a["host_interface"] for a in gone], emptied)
-    return lingering
-
-
-def _remove_links(
-    nl: Netlink, scope: Scope, fw: firewall.Batch, veths: list[str], emptied: list[Network]
-) -> None:
-    """Delete veths and the bridges of emptied networks, and their firewall elements (the whole
-    table if no bridge of ours is left), overlapping nft's commit with the kernel's link work."""
     for net in emptied:
         fw.remove_network(net)
     if emptied and not _our_bridges(nl, scope) - {n.network_interface for n in emptied}:
         fw = firewall.Batch(scope.table)
         fw.delete_table()
+    # nft commits while the links go: both mostly wait for RCU grace periods, which overlap
     pending = fw.start()
     try:
         # the host veths (each takes its container end along) and emptied bridges, in one batch
-        nl.delete_links(veths + [n.network_interface for n in emptied])
+        nl.delete_links([a["host_interface"] for a in gone] + [n.network_interface for n in emptied])
     finally:
         try:
             pending.wait()
@@ -637,42 +612,6 @@ def _remove_links(
             if firewall.table_exists(scope.table):
                 raise
             log.debug("firewall table already gone: %s", e)
-
-
-def _schedule_reap(ctx: Context, network: str, generation: int, delay: float) -> None:
-    d = store.run_dir(ctx)
-    d.mkdir(parents=True, exist_ok=True)
-    args = [
-        "-m",
-        "pallet.network.reaper",
-        str(ctx.root),
-        str(ctx.runroot),
-        network,
-        str(generation),
-        str(delay),
-    ]
-    try:
-        dnsctl.spawn_detached(args, d / "reaper.log")
-    except OSError as e:  # not fatal: cleanup() removes idle bridges too
-        log.warning("cannot schedule the removal of network %s's bridge: %s", network, e)
-
-
-def reap_idle(ctx: Context, network: str, generation: int | None = None) -> bool:
-    """Remove an idle network's bridge and firewall elements if it is still idle (and, given a
-    generation, no container came and went since). True if something was removed."""
-    scope = Scope.of(ctx)
-    with lock(ctx), Netlink() as nl:
-        try:
-            net = store.load(ctx, network)
-        except NetworkError:
-            return False
-        pool = ipam.Pool(ctx, net)
-        if pool.allocations or (generation is not None and pool.generation != generation):
-            return False
-        if nl.link(net.network_interface) is None:
-            return False
-        _remove_links(nl, scope, firewall.Batch(scope.table), [], [net])
-        return True
 
 
 def _our_bridges(nl: Netlink, scope: Scope) -> set[str]:

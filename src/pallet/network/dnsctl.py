@@ -109,29 +109,13 @@ def ensure(ctx: Context, net: Network) -> int:
 def _spawn(ctx: Context, network: str, udp: socket.socket, tcp: socket.socket) -> int:
     d = dns_dir(ctx, network)
     d.mkdir(parents=True, exist_ok=True)
-    argv = ["-m", MODULE, str(records_path(ctx, network)), "--udp-fd", "3", "--tcp-fd", "4"]
-    try:
-        pid = spawn_detached(argv, d / "log", [udp.fileno(), tcp.fileno()])
-    except OSError as e:
-        raise NetworkError(f"cannot start DNS for network {network}: {e.strerror}") from None
-    (d / "pid").write_text(f"{pid}\n")
-    return pid
-
-
-def spawn_detached(args: list[str], log: Path, fds: list[int] | None = None) -> int:
-    """Run ``python ARGS`` as a daemon (double fork, own session, cwd /, stdio on /dev/null and
-    ``log``), with ``fds`` as its descriptors 3, 4, ...; returns its pid. Nothing else of ours
-    is inherited, so it never holds a caller's pipe or lock open."""
-    import fcntl
-
-    argv = [sys.executable, *args]
+    argv = [sys.executable, "-m", MODULE, str(records_path(ctx, network)), "--udp-fd", "3", "--tcp-fd", "4"]
     env = dict(os.environ)
-    # the child must import this very pallet, wherever the caller imported it from
+    # the responder must import this very pallet, wherever the engine was imported from
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, *filter(None, [env.get("PYTHONPATH")])])
-    fds = list(fds or [])
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    logfd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    logfd = os.open(d / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     rpipe, wpipe = os.pipe()
     try:
         child = os.fork()
@@ -142,12 +126,11 @@ def spawn_detached(args: list[str], log: Path, fds: list[int] | None = None) -> 
                 if grandchild == 0:
                     os.chdir("/")
                     os.umask(0o022)
-                    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds]
                     os.dup2(null, 0)
                     os.dup2(null, 1)
                     os.dup2(logfd, 2)
-                    for i, fd in enumerate(high):
-                        os.dup2(fd, 3 + i)  # dup2 clears close-on-exec on the target
+                    os.dup2(udp.fileno(), 3)
+                    os.dup2(tcp.fileno(), 4)
                     signal.pthread_sigmask(signal.SIG_SETMASK, [])
                     os.execve(argv[0], argv, env)
                 os.write(wpipe, str(grandchild).encode())
@@ -164,8 +147,10 @@ def spawn_detached(args: list[str], log: Path, fds: list[int] | None = None) -> 
             if fd >= 0:
                 os.close(fd)
     if not data:
-        raise OSError(errno.EAGAIN, "fork failed")
-    return int(data)
+        raise NetworkError(f"cannot start DNS for network {network}: fork failed")
+    pid = int(data)
+    (d / "pid").write_text(f"{pid}\n")
+    return pid
 
 
 def stop(ctx: Context, network: str, timeout: float = 2.0) -> None:

@@ -27,9 +27,6 @@ class Pool:
         data = store.read_json(self.path) or {}
         self.last: str | None = data.get("last")
         self.allocations: dict[str, str] = dict(data.get("allocations", {}))
-        #: bumped by every allocation, so a lingering bridge's reaper can tell whether any
-        #: container came and went since it was scheduled
-        self.generation: int = int(data.get("generation", 0))
         self.subnet = net.subnet.net
         self.gateway = ipaddress.IPv4Address(net.subnet.gateway) if net.subnet.gateway else None
 
@@ -43,7 +40,6 @@ class Pool:
         return ip in (self.subnet.network_address, self.subnet.broadcast_address, self.gateway)
 
     def allocate(self, container_id: str, static: str | None = None) -> str:
-        self.generation += 1
         if static:
             try:
                 ip = ipaddress.IPv4Address(static)
