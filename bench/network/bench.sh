@@ -28,6 +28,8 @@ WORK=/tmp/pallet-netbench-$$  # lowercase: podman names oci: images after the pa
 mkdir -p "$WORK"
 export PALLET_ROOT=$WORK/pallet/root PALLET_RUNROOT=$WORK/pallet/run
 PODMAN=(podman --root "$WORK/podman/storage" --runroot "$WORK/podman/run")
+unset PYTHONDONTWRITEBYTECODE  # measure with bytecode caches, as an installed pallet runs
+"$PYTHON" -m compileall -q src > /dev/null
 export CONTAINERS_CONF=$WORK/containers.conf
 cat > "$CONTAINERS_CONF" <<'CONF'
 [containers]
