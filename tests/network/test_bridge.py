@@ -551,3 +551,45 @@ def test_a_dead_containers_port_can_be_published_again(ctx, ns):
     )
     assert out.stdout == "second owner\n"
     assert network.status(cid("a"), ctx=ctx) is None and r.ports[0].host_port == port
+
+
+def test_two_networks_at_once_and_a_full_subnet(ctx, ns):
+    sub = free_subnet().replace(".0/24", ".0/30")  # one address for containers: .2
+    network.create("tiny", subnet=sub, ctx=ctx)
+    network.create("wide", subnet=free_subnet(), internal=True, ctx=ctx)
+    a = ns.new()
+    r = network.setup(cid("a"), a, [Attachment("tiny"), Attachment("wide")], container_name="both", ctx=ctx)
+    assert [(i.network, i.interface) for i in r.interfaces] == [("tiny", "eth0"), ("wide", "eth1")]
+    routes = ns.run(a, "ip", "route").stdout
+    assert f"default via {r.interfaces[0].gateway} dev eth0 metric 100" in routes
+    assert "eth1" not in [line.split()[4] for line in routes.splitlines() if line.startswith("default")]
+    b = ns.new()
+    with pytest.raises(AddressUnavailable, match="no free address"):
+        network.setup(cid("b"), b, [Attachment("wide"), Attachment("tiny")], container_name="late", ctx=ctx)
+    # the failed setup took nothing: not wide's address, not a veth, and b has no interfaces
+    assert len(network.inspect("wide", ctx=ctx)["containers"]) == 1
+    assert [ln.split(":")[1].strip() for ln in ns.run(b, "ip", "-o", "link").stdout.splitlines()] == ["lo"]
+    assert len([x for x in our_links(ctx) if x.startswith("veth")]) == 2
+
+
+def test_reload_restores_a_flushed_firewall(ctx, ns):
+    remote, host_ip, _ = ns.remote(free_subnet())
+    a = ns.new()
+    port = peers.free_port()
+    network.setup(
+        cid("a"),
+        a,
+        [Attachment()],
+        container_name="pub",
+        ctx=ctx,
+        port_mappings=[network.parse_publish(f"{port}:80")],
+    )
+    ns.httpd(a, "still here\n")
+    url = f"http://{host_ip}:{port}/"
+    curl = ["curl", "-s", "--max-time", "3", url]
+    assert subprocess.run(curl, capture_output=True, text=True).stdout == "still here\n"
+    subprocess.run(["nft", "delete", "table", "inet", store.Scope.of(ctx).table], check=True)
+    assert subprocess.run(curl, capture_output=True, text=True).stdout == ""
+    network.reload(ctx=ctx)
+    assert subprocess.run(curl, capture_output=True, text=True).stdout == "still here\n"
+    assert ns.run(remote, *curl).stdout == "still here\n"
