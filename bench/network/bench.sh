@@ -15,6 +15,7 @@
 #             container's network namespace via nsenter, so only the network path differs).
 #
 # Environment: PALLET (default .venv/bin/pallet), PYTHON (default .venv/bin/python),
+# PALLET_IMAGE / PALLET_IMAGE_PREPARE (how `pallet run` gets the refimage, see bench_run),
 # RUNS (default 20), TP_RUNS (default 5), KEEP_WORK=1 to keep the scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -119,8 +120,11 @@ bench_run() {
   load_image
   local cmds=(-n "podman run --rm (bridge)" "${PODMAN[*]} run --rm --network bridge pbench-small:latest true")
   if "$PALLET" run --help > /dev/null 2>&1; then
-    "$PALLET" pull "oci:$WORK/small:latest" > /dev/null 2>&1 || true
-    cmds+=(-n "pallet run --rm (bridge)" "$PALLET run --rm oci:$WORK/small:latest true")
+    # how the engine takes the refimage layout may differ: override with PALLET_IMAGE and
+    # PALLET_IMAGE_PREPARE (a shell command run once before timing)
+    local image=${PALLET_IMAGE:-oci:$WORK/small:latest}
+    eval "${PALLET_IMAGE_PREPARE:-"$PALLET" pull "$image"}" > /dev/null
+    cmds+=(-n "pallet run --rm (bridge)" "$PALLET run --rm $image true")
   else
     echo "(pallet run is not available yet: measuring podman alone)"
   fi
