@@ -55,6 +55,8 @@ def test_auto_subnets_and_bridge_names_are_distinct(ctx):
         (dict(name="n", options={"mtu": "12"}), "invalid mtu"),
         (dict(name="n", options={"vlan": "1"}), "unsupported network option"),
         (dict(name="n", dns_servers=["not-an-ip"]), "invalid DNS server"),
+        (dict(name="n", interface_name='br"; flush ruleset'), "invalid interface name"),
+        (dict(name="n", interface_name="sixteen-chars-xx"), "invalid interface name"),
     ],
 )
 def test_create_rejects(ctx, kw, match):

@@ -240,6 +240,10 @@ def create(
         else:
             sub = store.parse_subnet(str(store.pick_subnet(store.used_subnets(ctx, nl.routes4()))), None)
         if interface_name:
+            if not bridge.IFNAME_RE.match(interface_name):
+                raise InvalidNetworkConfig(
+                    f"invalid interface name {interface_name!r}: at most 15 of [A-Za-z0-9_.-]"
+                )
             if interface_name in links or any(n.network_interface == interface_name for n in nets):
                 raise InvalidNetworkConfig(f"interface name {interface_name} is already in use")
             iface = interface_name
