@@ -56,9 +56,12 @@ def register(subparsers: argparse._SubParsersAction, verb: str) -> None:
         "import": _import_parser,
         "image": _image_group,
     }
-    builder = builders.get(verb)
-    if builder is not None:  # pull/push are added by the registry client's wiring
-        builder(subparsers, verb)
+    if verb in ("pull", "push"):
+        from pallet.cli import transfer
+
+        (transfer.register_pull if verb == "pull" else transfer.register_push)(subparsers, verb)
+        return
+    builders[verb](subparsers, verb)
 
 
 def _image_group(subparsers: argparse._SubParsersAction, verb: str) -> argparse.ArgumentParser:
@@ -86,6 +89,11 @@ def _image_group(subparsers: argparse._SubParsersAction, verb: str) -> argparse.
     _import_parser(sub, "import")
     _prune_parser(sub, "prune")
     _exists_parser(sub, "exists")
+    from pallet.cli import remote, transfer
+
+    transfer.register_pull(sub, "pull")
+    transfer.register_push(sub, "push")
+    remote.register_image_tags(sub)
     return p
 
 
