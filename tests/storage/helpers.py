@@ -88,6 +88,7 @@ def tree(root: Path, *, content: bool = True, mtimes: bool = False, skip_root: b
     groups: dict[tuple[int, int], str] = {}
     rootb = os.fsencode(root)
     for dirpath, dirnames, filenames in os.walk(rootb):
+        dirnames.sort()  # a deterministic walk: hardlink groups are named by their first path
         for name in sorted(dirnames + filenames):
             p = os.path.join(dirpath, name)
             rel = os.fsdecode(os.path.relpath(p, rootb))

@@ -24,7 +24,7 @@ import os
 import stat
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -143,11 +143,31 @@ def _scandir(path: bytes) -> list[tuple[bytes, os.stat_result]]:
     return items
 
 
-def _is_opaque(path: bytes) -> bool:
+#: markers fuse-overlayfs keeps in an opaque upper directory besides the xattr
+_FUSE_OPAQUE = (b".wh..wh..opq", b".wh..opq")
+
+
+def _is_opaque(path: bytes, names: Iterable[bytes] = ()) -> bool:
+    if any(n in _FUSE_OPAQUE for n in names):
+        return True
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
+
+
+def _upper_entries(d: bytes) -> list[tuple[bytes, os.stat_result, bool]]:
+    """An upper dir's entries as (name, stat, is_whiteout), with overlayfs' and fuse-overlayfs'
+    markers decoded: 0/0 char devices and (rootless fuse-overlayfs) ``.wh.NAME`` files."""
+    out = []
+    for name, st in _scandir(d):
+        if name in _FUSE_OPAQUE:
+            continue
+        if name.startswith(b".wh.") and not name.startswith(b".wh..wh."):
+            out.append((name[4:], st, True))
+        else:
+            out.append((name, st, is_whiteout_device(st)))
+    return out
 
 
 # ---------------------------------------------------------------------- overlay upperdir
@@ -162,15 +182,15 @@ def write_overlay_diff(upper: str | os.PathLike[str], out: BinaryIO) -> None:
 
 def _overlay_walk(w: _Writer, base: bytes, rel: bytes) -> None:
     d = base + b"/" + rel if rel else base
-    for name, st in _scandir(d):
+    for name, st, whiteout in _upper_entries(d):
         r = rel + b"/" + name if rel else name
         p = d + b"/" + name
-        if is_whiteout_device(st):
+        if whiteout:
             w.whiteout(r, st.st_mtime_ns)
             continue
         w.entry(r, p, st)
         if stat.S_ISDIR(st.st_mode):
-            if _is_opaque(p):
+            if _is_opaque(p, os.listdir(p)):
                 w.opaque(r, st.st_mtime_ns)
             _overlay_walk(w, base, r)
 
@@ -181,22 +201,24 @@ def overlay_changes(upper: str | os.PathLike[str], lower_exists: Callable[[bytes
 
     def walk(base: bytes, rel: bytes) -> None:
         d = base + b"/" + rel if rel else base
-        for name, st in _scandir(d):
+        for name, st, whiteout in _upper_entries(d):
             r = rel + b"/" + name if rel else name
             shown = "/" + os.fsdecode(r)
-            if is_whiteout_device(st):
+            if whiteout:
                 out.append(Change(DELETED, shown))
                 continue
-            out.append(Change(CHANGED if lower_exists(r) else ADDED, shown))
+            existed = lower_exists(r)
+            out.append(Change(CHANGED if existed else ADDED, shown))
             if stat.S_ISDIR(st.st_mode):
-                if _is_opaque(d + b"/" + name):
-                    walk_new(base, r)
-                else:
+                p = d + b"/" + name
+                if existed and not _is_opaque(p, os.listdir(p)):
                     walk(base, r)
+                else:
+                    walk_new(base, r)
 
     def walk_new(base: bytes, rel: bytes) -> None:
         d = base + b"/" + rel
-        for name, st in _scandir(d):
+        for name, st, _ in _upper_entries(d):
             r = rel + b"/" + name
             out.append(Change(ADDED, "/" + os.fsdecode(r)))
             if stat.S_ISDIR(st.st_mode):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pallet.errors import NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
-from pallet.storage.mount import Mount, mountpoints_under
+from pallet.storage.mount import Mount, mountpoints_under, mountpoints_using
 
 
 class Kind(str, Enum):
@@ -222,7 +222,7 @@ class Driver(ABC):
                     self._check_committed(parent)
                 new_parent = parent
             d = self.dir_of(key)
-            if mountpoints_under(d):
+            if mountpoints_under(d) or mountpoints_using(self.data_dir(key)):
                 raise StorageError(f"{self.name}: cannot commit {key!r}: it is still mounted")
             now = _now()
             new = Info(Kind.COMMITTED, name, new_parent, {**info.labels, **(labels or {})}, now, now)
@@ -249,7 +249,7 @@ class Driver(ABC):
                 raise StorageError(f"{self.name}: cannot remove {key!r}: {len(children)} snapshot(s) "
                                    f"depend on it (e.g. {children[0]!r})")
             d = self.dir_of(key)
-            if mountpoints_under(d):
+            if mountpoints_under(d) or mountpoints_using(self.data_dir(key)):
                 raise StorageError(f"{self.name}: cannot remove {key!r}: it is mounted")
             trash = self._tmp / f"trash-{uuid.uuid4().hex}"
             os.rename(d, trash)

@@ -199,6 +199,80 @@ def mountpoints_under(path: str | os.PathLike[str]) -> list[str]:
     return out
 
 
+def _mountinfo() -> list[tuple[str, str, str, str, str]]:
+    """(major:minor, root, mount point, fstype, super options) of every mount we can see."""
+    out = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            head, _, tail = line.rstrip(b"\n").partition(b" - ")
+            h = head.split(b" ")
+            t = tail.split(b" ")
+            out.append((h[2].decode(), _unescape(h[3]), _unescape(h[4]), t[0].decode(),
+                        _unescape(t[2]) if len(t) > 2 else ""))
+    return out
+
+
+def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
+    """Mount points whose filesystem comes from ``path`` or below: bind mounts of it, and
+    overlays with it as upper, work or lower directory. (FUSE mounts do not say; not seen.)"""
+    real = os.path.realpath(path)
+    infos = _mountinfo()
+    inside = real.rstrip("/") + "/"
+    # the filesystem holding ``path``: the mount with the longest mount point prefix
+    best = None
+    for dev, root, mp, _fstype, _opts in infos:
+        if real == mp or real.startswith(mp.rstrip("/") + "/"):
+            if best is None or len(mp) >= len(best[2]):
+                best = (dev, root, mp)
+    rel_root = None
+    if best is not None:
+        dev, root, mp = best
+        rel_root = os.path.normpath(os.path.join(root, os.path.relpath(real, mp)))
+    out = []
+    fuse_opts: dict[str, str] | None = None
+    for dev, root, mp, fstype, opts in infos:
+        if fstype.startswith("fuse.") and fstype != "fuse.":
+            if fuse_opts is None:
+                fuse_opts = _fuse_mount_options()
+            opts = fuse_opts.get(mp, "")
+            fstype = "overlay"
+        if best is not None and dev == best[0] and rel_root is not None and mp != best[2] and (
+                root == rel_root or root.startswith(rel_root.rstrip("/") + "/")):
+            out.append(mp)
+            continue
+        if fstype == "overlay":
+            for o in opts.split(","):
+                key, _, value = o.partition("=")
+                if key in ("upperdir", "workdir", "lowerdir"):
+                    for v in value.split(":"):
+                        rv = os.path.realpath(v) if v else ""
+                        if rv and (rv == real or rv.startswith(inside)):
+                            out.append(mp)
+                            break
+    return out
+
+
+def _fuse_mount_options() -> dict[str, str]:
+    """FUSE overlay mounts do not show their directories in mountinfo; their daemons' argv
+    (``prog -o lowerdir=...,upperdir=... TARGET``) does."""
+    out: dict[str, str] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"fuse-overlayfs"):
+            continue
+        args = [a for a in argv[1:] if a]
+        opts = [args[i + 1] for i, a in enumerate(args[:-1]) if a == b"-o"]
+        if args and opts:
+            out[os.path.realpath(os.fsdecode(args[-1]))] = os.fsdecode(b",".join(opts))
+    return out
+
+
 def is_mountpoint(path: str | os.PathLike[str]) -> bool:
     return os.path.realpath(path) in mountpoints_under(path)
 
