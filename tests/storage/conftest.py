@@ -23,7 +23,8 @@ def fuse_works() -> tuple[bool, str]:
 
 
 _FUSE_OK, _FUSE_WHY = fuse_works()
-DRIVERS = ["overlay", "vfs", pytest.param("fuse-overlayfs", marks=pytest.mark.skipif(not _FUSE_OK, reason=_FUSE_WHY))]
+DRIVERS = ["overlay", "vfs",
+           pytest.param("fuse-overlayfs", marks=pytest.mark.skipif(not _FUSE_OK, reason=_FUSE_WHY))]
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, mknod, chown)")
 

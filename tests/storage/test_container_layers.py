@@ -11,18 +11,23 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from tests.storage.conftest import needs_root
+from tests.storage.helpers import blob, read_layout, tree
+from tests.storage.test_refimage import sources
 
 from pallet.content import mediatypes as mt
 from pallet.errors import StorageError
 from pallet.storage.layers import ContainerLayerNotFound, LayerStore
 from pallet.storage.mount import is_mountpoint
-from tests.storage.conftest import needs_root
-from tests.storage.helpers import blob, read_layout, tree
-from tests.storage.test_refimage import sources
 
 pytestmark = needs_root
 
 MTIME_NS = 1_600_000_000_123_456_789
+
+
+def tar_names(raw: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        return tf.getnames()
 
 
 def base_image(store: LayerStore, layout: Path) -> str:
@@ -123,7 +128,7 @@ def test_diff_round_trip(store: LayerStore, stores, small_layout: Path) -> None:
 
     with store.container_diff("c") as stream:
         raw = stream.read()
-    names = tarfile.open(fileobj=io.BytesIO(raw)).getnames()
+    names = tar_names(raw)
     assert "data/keep/.wh.a.txt" in names and "data/.wh." + "d" * 60 in names
     assert "a.sock" not in names
 
@@ -144,7 +149,7 @@ def test_diff_of_untouched_container_is_empty(store: LayerStore, small_layout: P
     store.mount_container("c")
     store.unmount_container("c")
     with store.container_diff("c") as s:
-        assert tarfile.open(fileobj=io.BytesIO(s.read())).getnames() == []
+        assert tar_names(s.read()) == []
     assert store.container_changes("c") == []
 
 
@@ -177,7 +182,7 @@ def test_container_layer_without_image(store: LayerStore) -> None:
     (p / "only").write_bytes(b"1")
     store.unmount_container("scratch")
     with store.container_diff("scratch") as s:
-        assert tarfile.open(fileobj=io.BytesIO(s.read())).getnames() == ["only"]
+        assert tar_names(s.read()) == ["only"]
 
 
 def test_blob_layout_helper_sanity(small_layout: Path) -> None:

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.storage.conftest import DRIVERS, needs_root, unmount_all
 
 from pallet.errors import StorageError
 from pallet.storage.driver import Driver, Kind, SnapshotExists, SnapshotNotFound
 from pallet.storage.layers import make_driver, resolve_driver
 from pallet.storage.mount import Mount, is_mountpoint, mount_all, unmount
-from tests.storage.conftest import DRIVERS, needs_root, unmount_all
 
 pytestmark = needs_root
 
@@ -92,7 +92,8 @@ def test_basic_lifecycle(drv: Driver, tmp_path: Path) -> None:
         drv.stat("preparing")
 
     with Mounted(drv.prepare("next", "committed"), tmp_path) as root:
-        assert contents(root) == {"foo": b"foo\n", "a/": None, "a/b/": None, "a/b/c/": None, "a/b/c/keep": b"c"}
+        assert contents(root) == {"foo": b"foo\n", "a/": None, "a/b/": None, "a/b/c/": None,
+                                  "a/b/c/keep": b"c"}
         write(root, {"bar": b"bar\n", "foo": b"bar\n", "a/b": None})
     assert drv.stat("next").parent == "committed"
     drv.commit("committed-next", "next")

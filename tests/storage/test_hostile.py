@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.storage.conftest import make_store, needs_root, unmount_all
+from tests.storage.helpers import E, d, f, hard, make_tar, snapshot, sym
 
 from pallet.content import mediatypes as mt
 from pallet.errors import StorageError, UnsafePathError
 from pallet.storage.driver import Kind
-from pallet.storage.layers import LayerStore
-from tests.storage.conftest import make_store, needs_root, unmount_all
-from tests.storage.helpers import E, d, f, hard, make_tar, snapshot, sym
 
 pytestmark = needs_root
 
@@ -100,7 +99,8 @@ def test_dotdot_dir_rejected(env: Env) -> None:
 
 
 def test_absolute_names_are_contained(env: Env) -> None:
-    root = env.apply([f("/abs.txt", b"abs"), f("/../../clamped.txt", b"clamped"), f(env.out + "/secret", b"pwned")])
+    root = env.apply([f("/abs.txt", b"abs"), f("/../../clamped.txt", b"clamped"),
+                      f(env.out + "/secret", b"pwned")])
     assert (root / "abs.txt").read_bytes() == b"abs"
     assert (root / "clamped.txt").read_bytes() == b"clamped"
     assert env.inside(root, env.outside / "secret").read_bytes() == b"pwned"
@@ -155,7 +155,8 @@ def test_directory_replaced_by_symlink_then_written_through(env: Env) -> None:
 
 
 def test_symlink_from_earlier_layer_then_write(env: Env) -> None:
-    root = env.apply([sym("evil", env.out)], [f("evil/secret", b"pwned"), d("evil/sub"), f("evil/sub/x", b"x")])
+    root = env.apply([sym("evil", env.out)],
+                     [f("evil/secret", b"pwned"), d("evil/sub"), f("evil/sub/x", b"x")])
     if env.store.driver_name == "vfs":
         # a full copy has the symlink: followed inside the root
         assert env.inside(root, env.outside / "secret").read_bytes() == b"pwned"
@@ -240,7 +241,8 @@ def test_device_nodes_created_inside(env: Env) -> None:
 
 
 def test_device_node_replaced_by_file_not_written_through(env: Env) -> None:
-    root = env.apply([E("dev-null", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3), f("dev-null", b"data")])
+    root = env.apply([E("dev-null", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3),
+                      f("dev-null", b"data")])
     assert (root / "dev-null").read_bytes() == b"data"
 
 

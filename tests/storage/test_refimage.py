@@ -3,23 +3,26 @@ exactly what `refimage.py expect small` prints, and what umoci unpacks from the 
 
 from __future__ import annotations
 
+import functools
+import io
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from tests.storage.helpers import blob, compress, expected_owners, read_layout, tree
 
 from pallet.content import mediatypes as mt
 from pallet.storage.layers import LayerSource, LayerStore, chain_ids
-from tests.storage.helpers import blob, compress, expected_owners, read_layout, tree
 
 pytestmark = pytest.mark.peer
 
 
 def sources(layout: Path) -> list[LayerSource]:
     layers, diff_ids = read_layout(layout)
-    return [LayerSource(open=lambda p=blob(layout, desc["digest"]): open(p, "rb"), media_type=desc["mediaType"],
-                        diff_id=diff, compressed_digest=desc["digest"], compressed_size=desc["size"])
+    return [LayerSource(open=functools.partial(open, blob(layout, desc["digest"]), "rb"),
+                        media_type=desc["mediaType"], diff_id=diff, compressed_digest=desc["digest"],
+                        compressed_size=desc["size"])
             for desc, diff in zip(layers, diff_ids, strict=True)]
 
 
@@ -75,7 +78,7 @@ def test_every_layer_media_type(tmp_path: Path, small_layout: Path, small_expect
 
             raw = gzip.decompress(blob(small_layout, desc["digest"]).read_bytes())
             data = compress(raw, kind) if kind != "none" else raw
-            srcs.append(LayerSource(open=lambda data=data: __import__("io").BytesIO(data), media_type=media_type,
+            srcs.append(LayerSource(open=functools.partial(io.BytesIO, data), media_type=media_type,
                                     diff_id=diff))
         applied = store.apply_image(srcs)
         root = store.mount_image("small", applied[-1].chain_id)

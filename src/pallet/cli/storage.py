@@ -48,7 +48,8 @@ def default_resolve(ctx: Context, name: str) -> ImageRef:
     store = _store(ctx)
     want = name.removeprefix("sha256:").lower()
     if len(want) >= 4 and all(c in "0123456789abcdef" for c in want):
-        hits = [lay.chain_id for lay in store.layers() if lay.chain_id.removeprefix("sha256:").startswith(want)]
+        hits = [lay.chain_id for lay in store.layers()
+                if lay.chain_id.removeprefix("sha256:").startswith(want)]
         if len(hits) == 1:
             return ImageRef(id=hits[0].removeprefix("sha256:"), top_chain_id=hits[0])
         if len(hits) > 1:
@@ -195,15 +196,16 @@ def _df(args: argparse.Namespace, ctx: Context, list_images: ListImages,
         repo, tag = _split_name(i.names[0]) if i.names else ("<none>", "<none>")
         rows.append((repo, tag, i.id.removeprefix("sha256:")[:12], time_ago(i.created) if i.created else "",
                      human_size(i.size), human_size(i.shared), human_size(i.unique), i.containers))
-    table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"], rows)
+    table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
+          rows)
     print("\nContainers space usage:\n")
     table(["CONTAINER ID", "IMAGE", "SIZE", "NAMES"],
-          [(c.id[:12], (c.image_id or "").removeprefix("sha256:")[:12], human_size(c.size), names.get(c.id, ""))
-           for c in du.containers])
+          [(c.id[:12], (c.image_id or "").removeprefix("sha256:")[:12], human_size(c.size),
+            names.get(c.id, "")) for c in du.containers])
     print("\nLayers space usage:\n")
     table(["CHAIN ID", "DIFF ID", "SIZE", "IMAGES", "CONTAINERS"],
-          [(x.chain_id.removeprefix("sha256:")[:12], x.diff_id.removeprefix("sha256:")[:12], human_size(x.size),
-            x.images, x.containers) for x in du.layers])
+          [(x.chain_id.removeprefix("sha256:")[:12], x.diff_id.removeprefix("sha256:")[:12],
+            human_size(x.size), x.images, x.containers) for x in du.layers])
     return 0
 
 

@@ -78,7 +78,8 @@ def load(path: Path | None = None) -> StorageConf:
         if not isinstance(driver, str):
             raise ConfigError(f"{path}: [storage] driver must be a string")
         if driver not in DRIVERS:
-            raise ConfigError(f"{path}: unsupported storage driver {driver!r} (pallet has {', '.join(DRIVERS)})")
+            raise ConfigError(f"{path}: unsupported storage driver {driver!r} "
+                              f"(pallet has {', '.join(DRIVERS)})")
     options = storage.get("options", {}) or {}
     overlay = options.get("overlay", {}) or {}
     mount_program = overlay.get("mount_program") or options.get("mount_program") or None

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pallet.errors import NotFound, StorageError
@@ -35,7 +35,7 @@ from pallet.fsutil import atomic_write, file_lock
 from pallet.storage.mount import Mount, mountpoints_under, mountpoints_using
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     VIEW = "view"
     ACTIVE = "active"
     COMMITTED = "committed"
@@ -342,15 +342,19 @@ class Driver(ABC):
 
     def _before_commit(self, d: Path, info: Info) -> None:
         """Called under the lock before an active snapshot becomes committed."""
+        return None
 
     def _after_commit(self, d: Path, info: Info) -> None:
         """Called under the lock after the committed snapshot is in place."""
+        return None
 
     def _after_remove(self, info: Info) -> None:
         """Called under the lock after a snapshot left its place."""
+        return None
 
     def _cleanup_extra(self, removed: list[str]) -> None:
         """Driver-specific crash leftovers (called under the lock)."""
+        return None
 
 
 def _try_lock_and_remove(lock: Path, victim: Path | None) -> bool:

@@ -317,9 +317,9 @@ class Applier:
         if not tcomps:
             raise UnsafePathError(f"{self.what}: entry {e.display!r}: hardlink to the layer root")
         try:
-            tpfd, treal = self._resolve(tcomps[:-1], e, create=False)
+            tpfd = self._resolve(tcomps[:-1], e, create=False)[0]
         except FileNotFoundError:
-            tpfd, treal = -1, b""
+            tpfd = -1
         tbase = tcomps[-1]
         if tpfd >= 0:
             try:

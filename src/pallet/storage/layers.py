@@ -395,9 +395,10 @@ class LayerStore:
                 if compressed_digest is not None and res.compressed_digest != compressed_digest:
                     raise DigestMismatch(f"layer {compressed_digest}: the blob hashes to "
                                          f"{res.compressed_digest}; the layer was discarded")
-                if compressed_size is not None and compressed_size >= 0 and res.compressed_size != compressed_size:
-                    raise DigestMismatch(f"layer {compressed_digest or expected}: blob is {res.compressed_size} "
-                                         f"bytes, expected {compressed_size}; the layer was discarded")
+                if compressed_size is not None and 0 <= compressed_size != res.compressed_size:
+                    raise DigestMismatch(f"layer {compressed_digest or expected}: blob is "
+                                         f"{res.compressed_size} bytes, expected {compressed_size}; "
+                                         "the layer was discarded")
                 new_cid = cid or chain_id(parent, res.diff_id)
                 labels = {L_LAYER: "1", L_DIFF_ID: res.diff_id, L_SIZE: str(res.size),
                           L_MEDIA_TYPE: media_type}
@@ -520,7 +521,8 @@ class LayerStore:
             raise StorageError(f"invalid container layer id {cid!r}")
         return CONTAINER_PREFIX + cid
 
-    def create_container_layer(self, id: str, parent: str | None, labels: dict[str, str] | None = None) -> ContainerLayer:
+    def create_container_layer(self, id: str, parent: str | None,
+                               labels: dict[str, str] | None = None) -> ContainerLayer:
         """A writable layer for container ``id`` on image layer ``parent`` (top chain ID)."""
         key = self._container_key(id)
         if parent:
@@ -537,7 +539,8 @@ class LayerStore:
 
     def container_layers(self) -> list[ContainerLayer]:
         return sorted((ContainerLayer(i.name[len(CONTAINER_PREFIX):], i.parent or None, i.created, i.labels)
-                       for i in self.driver.walk() if i.kind == Kind.ACTIVE and i.name.startswith(CONTAINER_PREFIX)),
+                       for i in self.driver.walk()
+                       if i.kind == Kind.ACTIVE and i.name.startswith(CONTAINER_PREFIX)),
                       key=lambda c: c.created)
 
     def container_mounts(self, id: str) -> list[Mount]:

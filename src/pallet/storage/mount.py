@@ -221,9 +221,9 @@ def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
     # the filesystem holding ``path``: the mount with the longest mount point prefix
     best = None
     for dev, root, mp, _fstype, _opts in infos:
-        if real == mp or real.startswith(mp.rstrip("/") + "/"):
-            if best is None or len(mp) >= len(best[2]):
-                best = (dev, root, mp)
+        inside_mp = real == mp or real.startswith(mp.rstrip("/") + "/")
+        if inside_mp and (best is None or len(mp) >= len(best[2])):
+            best = (dev, root, mp)
     rel_root = None
     if best is not None:
         dev, root, mp = best

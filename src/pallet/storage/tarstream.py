@@ -255,7 +255,7 @@ def read_entries(feed: Feed) -> Iterator[Entry]:
         pax = None
         if ext:
             _apply_pax(e, ext)
-        if typ == AREG or typ == CONT:
+        if typ in (AREG, CONT):
             typ = DIR if e.name.endswith(b"/") and typ == AREG else REG
         elif typ == GNU_DUMPDIR:
             typ = DIR
