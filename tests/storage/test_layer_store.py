@@ -345,3 +345,17 @@ def test_entries_of_every_type(store: LayerStore) -> None:
         "dev/sda": ("blk8,0", 0o660, 0, "", 0, 6), "fifo": ("fifo", 0o620, 0, "", 0, 0),
         "file": ("file", 0o644, 1, "", 0, 0), "link": ("symlink", 0o777, 0, "file", 0, 0),
         "hard": ("file", 0o644, 1, "", 0, 0), "empty": ("dir", 0o755, 0, "", 0, 0)}
+
+
+def test_parallel_apply_when_the_top_finishes_first(store: LayerStore) -> None:
+    """A tiny top layer done before its big parent even started must wait, not fail."""
+    from pallet.storage.layers import LayerSource
+
+    big = make_tar([d("big"), *[f(f"big/{i}", os.urandom(1000)) for i in range(3000)]])
+    tiny = [make_tar([]), make_tar([f("t", b"t")])]
+    raws = [big, *tiny]
+    srcs = [LayerSource(open=lambda r=r: io.BytesIO(compress(r)), media_type=mt.OCI_LAYER_GZIP,
+                        diff_id=diff_id(r)) for r in raws]
+    layers = store.apply_image(srcs, parallel=3)
+    assert [x.parent for x in layers] == [None, layers[0].chain_id, layers[1].chain_id]
+    assert len(os.listdir(view(store, layers[-1].chain_id) / "big")) == 3000

@@ -289,6 +289,8 @@ class LayerStore:
         self.driver = make_driver(self.driver_name, self.home, options)
         self.run = self.ctx.runroot / "storage" / self.driver_name
         self._locks = self.home / "locks"
+        self._inflight: dict[str, list[threading.Event]] = {}
+        self._inflight_lock = threading.Lock()
         with _cleaned_lock:
             first = self.home not in _cleaned
             _cleaned.add(self.home)
@@ -346,27 +348,45 @@ class LayerStore:
                                           compressed_size=s.compressed_size))
             return out
         chains = chain_ids([s.diff_id for s in sources])  # type: ignore[misc]
+        # a layer that finishes first waits for its parent's apply to end before committing
+        done = {c: threading.Event() for c in chains}
+        with self._inflight_lock:
+            for c, ev in done.items():
+                self._inflight.setdefault(c, []).append(ev)
 
         def one(i: int) -> Layer:
             s = sources[i]
-            existing = self._find(chains[i])
-            if existing is not None:
-                return existing
-            with contextlib.closing(s.open()) as f:
-                return self.apply(chains[i - 1] if i else None, f, s.media_type, expected_diff_id=s.diff_id,
-                                  compressed_digest=s.compressed_digest, compressed_size=s.compressed_size)
+            try:
+                existing = self._find(chains[i])
+                if existing is not None:
+                    return existing
+                with contextlib.closing(s.open()) as f:
+                    return self.apply(chains[i - 1] if i else None, f, s.media_type,
+                                      expected_diff_id=s.diff_id, compressed_digest=s.compressed_digest,
+                                      compressed_size=s.compressed_size)
+            finally:
+                done[chains[i]].set()
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pallet-apply") as pool:
-            futures = [pool.submit(one, i) for i in range(len(sources))]
-            errors = []
-            results: list[Layer] = []
-            for f in futures:
-                try:
-                    results.append(f.result())
-                except BaseException as e:
-                    errors.append(e)
-            if errors:
-                raise errors[0]
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pallet-apply") as pool:
+                futures = [pool.submit(one, i) for i in range(len(sources))]
+                errors = []
+                results: list[Layer] = []
+                for f in futures:
+                    try:
+                        results.append(f.result())
+                    except BaseException as e:
+                        errors.append(e)
+                if errors:
+                    raise errors[0]
+        finally:
+            with self._inflight_lock:
+                for c, ev in done.items():
+                    waiting = self._inflight.get(c, [])
+                    if ev in waiting:
+                        waiting.remove(ev)
+                    if not waiting:
+                        self._inflight.pop(c, None)
         return results
 
     def _extract(self, parent: str | None, stream: BinaryIO, compression: str, media_type: str,
@@ -441,6 +461,12 @@ class LayerStore:
 
     def _wait_layer(self, cid: str) -> None:
         """Wait until layer ``cid`` is committed (another thread or process may be applying it)."""
+        if self.driver.exists(cid):
+            return
+        with self._inflight_lock:
+            events = list(self._inflight.get(cid, ()))
+        for ev in events:  # being applied by apply_image in this process: maybe not yet locked
+            ev.wait()
         if self.driver.exists(cid):
             return
         with file_lock(self._lock_path(cid), timeout=None):
