@@ -359,3 +359,25 @@ def test_parallel_apply_when_the_top_finishes_first(store: LayerStore) -> None:
     layers = store.apply_image(srcs, parallel=3)
     assert [x.parent for x in layers] == [None, layers[0].chain_id, layers[1].chain_id]
     assert len(os.listdir(view(store, layers[-1].chain_id) / "big")) == 3000
+
+
+def test_explicit_directory_after_its_children_wins(store: LayerStore) -> None:
+    base = apply_raw(store, None, make_tar([d("a", mode=0o700, uid=3)]))
+    top = apply_raw(store, base, make_tar([f("a/b/file", b"x"), d("a", mode=0o751, uid=9), d("a/b", mode=0o705)]))
+    root = view(store, top)
+    st = os.stat(root / "a")
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o751, 9)
+    assert os.stat(root / "a/b").st_mode & 0o7777 == 0o705
+
+
+def test_stale_image_view_after_a_reboot_is_cleaned(store: LayerStore) -> None:
+    from pallet.storage.mount import unmount
+
+    cid = apply_raw(store, None, make_tar([f("a", b"a")]))
+    p = store.mount_image("img", cid)
+    unmount(p)  # as a reboot would: the mount is gone, the view is not
+    assert store.image_mounts() == {}
+    assert "image-img" in store.cleanup()
+    assert store.gc(keep=[]) == [cid]
+    assert store.mount_image("img2", None).is_dir()
+    store.unmount_image("img2")

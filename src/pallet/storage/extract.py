@@ -129,7 +129,7 @@ class Applier:
         self._retired: list[int] = []
         self.created: set[bytes] = set()
         self._dir_times: list[tuple[bytes, int]] = []
-        self._implicit: list[bytes] = []
+        self._implicit: dict[bytes, None] = {}  # ordered set: parents before children
         self._sgid: set[bytes] = set()
         # naive format: mtimes of the parent's directories we write into, restored at the end
         # (umoci does the same; an overlay diff gets them from the lower layers)
@@ -292,6 +292,7 @@ class Applier:
         if opaque:
             os.setxattr(fd, OPAQUE_XATTR, b"y")
         self._metadata_fd(fd, e, real, is_dir=True)
+        self._implicit.pop(real, None)  # an explicit entry after an implicit creation wins
         if e.mode & stat.S_ISGID:
             self._sgid.add(real)
         else:
@@ -577,7 +578,7 @@ class Applier:
         nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
         if _UMASK & 0o755:
             os.fchmod(nfd, 0o755)
-        self._implicit.append(real)
+        self._implicit[real] = None
         self.created.add(real)
         return nfd
 
@@ -649,6 +650,7 @@ class Applier:
         lowers = self._lower_dirs()
         if not lowers:
             return
+        timed = {r for r, _ in self._dir_times}
         for real in self._implicit:
             found = lookup_lower(lowers, real.split(b"/"))
             if found is None:
@@ -667,7 +669,7 @@ class Applier:
                     if not name.startswith(_FORBIDDEN_XATTR_PREFIXES):
                         with _suppress_xattr_errors():
                             os.setxattr(fd, name, os.getxattr(path, name, follow_symlinks=False))
-                if real not in {r for r, _ in self._dir_times}:
+                if real not in timed:
                     self._dir_times.append((real, st.st_mtime_ns))
             finally:
                 os.close(fd)

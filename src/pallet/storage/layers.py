@@ -720,6 +720,17 @@ class LayerStore:
         """Remove crash leftovers: half-extracted layers whose process is gone, staging dirs."""
         removed = self.driver.cleanup()
         for info in list(self.driver.walk()):
+            if info.kind == Kind.VIEW and info.name.startswith(IMAGE_PREFIX):
+                # an image view nobody has mounted (its mount went with a reboot of runroot)
+                base = self._image_dir(info.labels.get(L_IMAGE, info.name[len(IMAGE_PREFIX):]))
+                with _try_lock(base / "lock") as got:
+                    if got and not is_mountpoint(base / "merged"):
+                        with contextlib.suppress(StorageError):
+                            self.driver.remove(info.name)
+                            removed.append(info.name)
+                        with contextlib.suppress(FileNotFoundError):
+                            (base / "count").unlink()
+                continue
             if info.kind == Kind.ACTIVE and info.name.startswith(EXTRACT_PREFIX):
                 lock = self._locks / f"{info.name.split(' ')[0]}.lock"
                 if _lock_free(lock):
@@ -832,6 +843,27 @@ def _read_count(p: Path) -> int:
         return int(p.read_text().strip() or 0)
     except (FileNotFoundError, ValueError):
         return 0
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path) -> Iterator[bool]:
+    """Hold ``path``'s flock if nobody else does (yields False when busy)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # its directory is gone: nobody can hold it
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _lock_free(path: Path) -> bool:

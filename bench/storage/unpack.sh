@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Unpacking refimage.py's reference image (6 gzip layers, ~60,000 files, ~323 MB compressed)
+# from a loopback docker-registry into empty storage, side by side in one hyperfine run:
+#   pallet:  every layer streamed from the registry into LayerStore.apply_image (overlay)
+#   floor:   for each layer `curl BLOB | tar -xz` into one directory
+# hyperfine's --prepare empties both targets (not timed). Then the peak RSS of pallet's apply,
+# for the whole image and for its smallest and biggest layer alone (it must not grow).
+#   bench/storage/unpack.sh [RUNS]
+source "$(dirname "$0")/common.sh"
+RUNS="${1:-5}"
+start_registry
+mkdir -p "$SCRATCH"
+OURS="$SCRATCH/pallet-root"
+FLOOR="$SCRATCH/floor"
+DIGESTS="$(layer_digests)"
+FLOOR_CMD="for d in $DIGESTS; do curl -fsS http://$REG/v2/$REPO_NAME/blobs/\$d | tar -xz -C $FLOOR; done"
+PALLET_CMD="$PY $HERE/pull_layers.py $REG $REPO_NAME latest $OURS"
+PREP="rm -rf $OURS $FLOOR; mkdir -p $FLOOR; sync"
+
+hyperfine --runs "$RUNS" --warmup 1 --prepare "$PREP" \
+  --export-json "$SCRATCH/unpack.json" --export-markdown "$SCRATCH/unpack.md" \
+  -n "pallet apply_image (overlay)" "$PALLET_CMD" \
+  -n "floor: curl | tar -xz" "bash -c '$FLOOR_CMD'"
+cat "$SCRATCH/unpack.md"
+
+rss() {  # peak RSS in MB of one run, from an empty root
+  eval "$PREP"
+  /usr/bin/time -v "$@" 2>&1 >/dev/null | awk '/Maximum resident set size/ {printf "%.0f", $6/1024}'
+}
+echo
+echo "peak RSS, whole image:   $(rss $PALLET_CMD) MB"
+echo "peak RSS, layer 1 alone: $(rss $PALLET_CMD --only 0) MB   (1 MB compressed)"
+echo "peak RSS, layer 5 alone: $(rss $PALLET_CMD --only 4) MB   (295 MB compressed, 579 MB of tar)"
+eval "$PREP"
+rm -rf "$OURS" "$FLOOR"
