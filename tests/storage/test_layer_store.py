@@ -363,7 +363,8 @@ def test_parallel_apply_when_the_top_finishes_first(store: LayerStore) -> None:
 
 def test_explicit_directory_after_its_children_wins(store: LayerStore) -> None:
     base = apply_raw(store, None, make_tar([d("a", mode=0o700, uid=3)]))
-    top = apply_raw(store, base, make_tar([f("a/b/file", b"x"), d("a", mode=0o751, uid=9), d("a/b", mode=0o705)]))
+    top = apply_raw(store, base, make_tar([f("a/b/file", b"x"), d("a", mode=0o751, uid=9),
+                                           d("a/b", mode=0o705)]))
     root = view(store, top)
     st = os.stat(root / "a")
     assert (st.st_mode & 0o7777, st.st_uid) == (0o751, 9)
