@@ -5,7 +5,9 @@
 #   floor:   for each layer `curl BLOB | tar -xz` into one directory
 # hyperfine's --prepare empties both targets (not timed). Then the peak RSS of pallet's apply,
 # for the whole image and for its smallest and biggest layer alone (it must not grow).
-#   bench/storage/unpack.sh [RUNS]
+# With WITH_PODMAN=1, `podman pull` into an empty --root joins the same run (the anchor; the
+# full `pallet pull` comparison is podman_pull.sh once pull is wired).
+#   [WITH_PODMAN=1] bench/storage/unpack.sh [RUNS]
 source "$(dirname "$0")/common.sh"
 RUNS="${1:-5}"
 start_registry
@@ -16,11 +18,25 @@ DIGESTS="$(layer_digests)"
 FLOOR_CMD="for d in $DIGESTS; do curl -fsS http://$REG/v2/$REPO_NAME/blobs/\$d | tar -xz -C $FLOOR; done"
 PALLET_CMD="$PY $HERE/pull_layers.py $REG $REPO_NAME latest $OURS"
 PREP="rm -rf $OURS $FLOOR; mkdir -p $FLOOR; sync"
+EXTRA=()
+if [ "${WITH_PODMAN:-0}" = 1 ]; then
+  POD="$SCRATCH/podman"
+  cat > "$SCRATCH/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+CONF
+  export CONTAINERS_CONF="$SCRATCH/containers.conf"
+  PODMAN="podman --root $POD/root --runroot $POD/run --storage-driver overlay"
+  PREP="$PODMAN rmi -af >/dev/null 2>&1 || true; rm -rf $POD; $PREP"
+  EXTRA=(-n "podman pull" "$PODMAN pull -q --tls-verify=false $REG/$REPO_NAME:latest")
+fi
 
 hyperfine --runs "$RUNS" --warmup 1 --prepare "$PREP" \
   --export-json "$SCRATCH/unpack.json" --export-markdown "$SCRATCH/unpack.md" \
   -n "pallet apply_image (overlay)" "$PALLET_CMD" \
-  -n "floor: curl | tar -xz" "bash -c '$FLOOR_CMD'"
+  -n "floor: curl | tar -xz" "bash -c '$FLOOR_CMD'" "${EXTRA[@]}"
 cat "$SCRATCH/unpack.md"
 
 rss() {  # peak RSS in MB of one run, from an empty root
