@@ -382,3 +382,28 @@ def test_stale_image_view_after_a_reboot_is_cleaned(store: LayerStore) -> None:
     assert store.gc(keep=[]) == [cid]
     assert store.mount_image("img2", None).is_dir()
     store.unmount_image("img2")
+
+
+def test_sparse_members_are_refused_by_name(store: LayerStore) -> None:
+    raw = make_tar([f("sparse-file", b"data", pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0"})])
+    with pytest.raises(TarFormatError, match="sparse-file.*sparse tar members are not supported"):
+        apply_raw(store, None, raw)
+    no_leftovers(store)
+
+
+def test_a_failing_source_is_one_clear_error(store: LayerStore) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = io.BytesIO(compress(make_tar([f("a", os.urandom(300_000))])))
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+            if self.data.tell() > 100_000:
+                raise ConnectionResetError("connection reset by peer")
+            return self.data.readinto(b)
+
+    with pytest.raises(ContentError, match="ConnectionResetError: connection reset by peer"):
+        store.apply(None, io.BufferedReader(Broken(), 4096), mt.OCI_LAYER_GZIP)
+    no_leftovers(store)

@@ -289,9 +289,8 @@ def write_naive_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathL
         if kind == DELETED:
             w.whiteout(rel)
             return
-        if kind == CHANGED and lo is not None and not stat.S_ISDIR(st.st_mode):
-            # a directory replaced by a non-directory: the applier removes the old tree itself
-            pass
+        # a changed type needs no whiteout: applying a non-directory over a directory (or the
+        # reverse) replaces it whole
         w.entry(rel, path, st)
 
     naive_walk(lo, up, emit)

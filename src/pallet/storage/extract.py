@@ -171,6 +171,8 @@ class Applier:
             raise
         except OSError as err:
             raise self._oserror(e, err) from None
+        except ValueError as err:  # e.g. a NUL byte in a link target
+            raise StorageError(f"{self.what}: entry {e.display!r}: {err}") from None
         finally:
             if self._retired:
                 for fd in self._retired:

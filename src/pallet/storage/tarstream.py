@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from pallet.content import compression as comp
 from pallet.content.digest import Hasher
-from pallet.errors import ContentError, StorageError
+from pallet.errors import ContentError, PalletError, StorageError
 
 BLOCK = 1 << 20
 
@@ -352,8 +352,12 @@ class LayerStream:
                     pass
             self._put(b"")
         except BaseException as e:  # handed to the consumer, which raises it
-            if isinstance(e, (OSError, EOFError, ValueError)) and not isinstance(e, StorageError):
-                e = ContentError(f"cannot decompress layer ({self.compression}): {e}")
+            if isinstance(e, Exception) and not isinstance(e, PalletError):
+                # zlib/zstd errors, truncated streams, a source that failed: one clear line
+                wrapped = ContentError(f"cannot read the layer stream ({self.compression}): "
+                                       f"{type(e).__name__}: {e}")
+                wrapped.__cause__ = e
+                e = wrapped
             self._put(e)
 
     def _put(self, item: bytes | BaseException) -> None:
