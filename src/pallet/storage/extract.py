@@ -27,8 +27,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINKS = 255
 _CACHE_LIMIT = 2048
+#: regular files up to this size are created by the writer pool (bigger ones inline)
+_POOL_FILE_MAX = 1 << 20
 
 
 def _read_umask() -> int:
@@ -112,11 +116,106 @@ def is_whiteout_device(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+class _Job:
+    __slots__ = ("data", "display", "gid", "mode", "mtime_ns", "name", "need_chmod", "need_chown", "perm",
+                 "pfd", "uid")
+
+
+class _WriterPool:
+    """Creates *new* regular files on worker threads, so that the kernel work of file creation
+    (most of an unpack's time) runs on every core while the calling thread parses the tar.
+
+    Only files whose name is known not to exist yet are handed over (in an overlay diff dir
+    nothing exists that this layer did not create), so a job never races with another entry;
+    the applier waits for the pool (:meth:`wait`) before anything that could: removals, replacing
+    or linking a name still being written, closing directory descriptors, finishing."""
+
+    def __init__(self, workers: int, max_bytes: int = 16 << 20) -> None:
+        # one queue per worker, a directory always to the same one: creating files in one
+        # directory from several threads only contends on its lock
+        self._qs: list[queue.SimpleQueue[_Job | None]] = [queue.SimpleQueue() for _ in range(workers)]
+        self._cv = threading.Condition()
+        self.pending = 0
+        self._bytes = 0
+        self._max = max_bytes
+        self._error: tuple[str, BaseException] | None = None
+        self._threads = [threading.Thread(target=self._run, args=(q,), name="pallet-unpack-writer",
+                                          daemon=True) for q in self._qs]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: _Job) -> None:
+        n = len(job.data)
+        with self._cv:
+            while self._bytes + n > self._max and self.pending:
+                self._cv.wait()
+            self.pending += 1
+            self._bytes += n
+        self._qs[job.pfd % len(self._qs)].put(job)
+
+    def wait(self, what: str) -> None:
+        """Block until every job is done; raise the first failure, naming its entry."""
+        with self._cv:
+            while self.pending:
+                self._cv.wait()
+            err, self._error = self._error, None
+        if err is not None:
+            display, exc = err
+            if isinstance(exc, StorageError):
+                raise exc
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise StorageError(f"{what}: no space left on device while writing entry {display!r}")
+            raise StorageError(f"{what}: entry {display!r}: {getattr(exc, 'strerror', None) or exc}")
+
+    def close(self) -> None:
+        for q in self._qs:
+            q.put(None)
+        for t in self._threads:
+            t.join()
+
+    def _run(self, q: queue.SimpleQueue[_Job | None]) -> None:
+        while (job := q.get()) is not None:
+            try:
+                _write_job(job)
+            except BaseException as e:
+                with self._cv:
+                    if self._error is None:
+                        self._error = (job.display, e)
+            finally:
+                with self._cv:
+                    self.pending -= 1
+                    self._bytes -= len(job.data)
+                    self._cv.notify_all()
+
+
+def _write_job(job: _Job) -> None:
+    fd = os.open(job.name, _FILE_FLAGS, job.perm, dir_fd=job.pfd)
+    try:
+        mv = memoryview(job.data)
+        while mv:
+            mv = mv[os.write(fd, mv):]
+        if job.need_chown:
+            os.fchown(fd, job.uid, job.gid)
+        if job.need_chmod:
+            os.fchmod(fd, job.mode)
+        os.utime(fd, ns=(job.mtime_ns, job.mtime_ns))
+    finally:
+        os.close(fd)
+
+
+def default_writers() -> int:
+    """Writer threads per layer: one per core (up to 4); $PALLET_UNPACK_WRITERS overrides (0: none)."""
+    env = os.environ.get("PALLET_UNPACK_WRITERS")
+    if env is not None and env.strip().isdigit():
+        return int(env)
+    return min(4, len(os.sched_getaffinity(0)))
+
+
 class Applier:
     """Applies entries under ``root``. Not thread-safe; one per layer being extracted."""
 
     def __init__(self, root: str | os.PathLike[str], mode: str, *, what: str = "layer",
-                 lowers: Callable[[], Sequence[Path]] | None = None) -> None:
+                 lowers: Callable[[], Sequence[Path]] | None = None, writers: int | None = None) -> None:
         if mode not in (OVERLAY, NAIVE):
             raise ValueError(f"unknown apply mode {mode!r}")
         self.mode = mode
@@ -141,10 +240,18 @@ class Applier:
         self._xattr_warned = False
         self.entries = 0
         self.file_bytes = 0
+        if writers is None:
+            writers = default_writers()
+        # the pool needs a directory where only this layer's entries exist (overlay format),
+        # and root (a rootless chown fallback is per entry)
+        self._pool = _WriterPool(writers) if writers > 0 and mode == OVERLAY and self._is_root else None
 
     # ---------------------------------------------------------------- public
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()  # workers finish their jobs before any descriptor goes
+            self._pool = None
         for fd, _ in self._cache.values():
             if fd != self.root_fd:
                 os.close(fd)
@@ -175,12 +282,23 @@ class Applier:
             raise StorageError(f"{self.what}: entry {e.display!r}: {err}") from None
         finally:
             if self._retired:
+                if self._pool is not None and self._pool.pending:
+                    self._pool.wait(self.what)
                 for fd in self._retired:
                     os.close(fd)
                 self._retired = []
 
+    def _settle(self, real: bytes | None = None) -> None:
+        """Wait for the writer pool if an operation could race with its jobs (``real`` given:
+        only if that path was created by this layer, hence maybe still being written)."""
+        pool = self._pool
+        if pool is not None and pool.pending and (real is None or real in self.created):
+            pool.wait(self.what)
+
     def finish(self) -> None:
         """Deferred work: directory mtimes, and implicit parents' attributes from lower layers."""
+        if self._pool is not None:
+            self._pool.wait(self.what)
         if self._implicit and self.mode == OVERLAY:
             self._fix_implicit_dirs()
         by_real = {real: fd for fd, real in self._cache.values()}
@@ -227,6 +345,15 @@ class Applier:
             return
         pfd, preal = self._parent(comps, e)
         real = _join(preal, base)
+        pool = self._pool
+        if pool is not None:
+            if typ == ts.REG and e.size <= _POOL_FILE_MAX and not e.xattrs and real not in self.created:
+                self._submit(pfd, base, real, e, feed, pool)
+                return
+            if typ == ts.LNK:
+                self._settle()  # the target may be a file still being written
+            else:
+                self._settle(real)
         if typ == ts.REG:
             self._file(pfd, base, real, e, feed)
         elif typ == ts.DIR:
@@ -238,6 +365,21 @@ class Applier:
         elif typ in (ts.CHR, ts.BLK, ts.FIFO):
             self._special(pfd, base, real, e)
         self.created.add(real)
+
+    def _submit(self, pfd: int, base: bytes, real: bytes, e: ts.Entry, feed: ts.Feed,
+                pool: _WriterPool) -> None:
+        job = _Job()
+        job.pfd, job.name, job.display = pfd, base, e.display
+        job.data = feed.take(e.size) if e.size else b""
+        if len(job.data) != e.size:
+            raise ts.TarFormatError("tar stream ends inside a member")
+        perm = e.mode & 0o777
+        job.perm, job.mode, job.uid, job.gid, job.mtime_ns = perm, e.mode, e.uid, e.gid, e.mtime_ns
+        job.need_chown = bool(e.uid or e.gid or real.rpartition(b"/")[0] in self._sgid)
+        job.need_chmod = bool(e.mode & 0o7000 or perm & _UMASK)
+        self.file_bytes += e.size
+        self.created.add(real)
+        pool.submit(job)
 
     def _file(self, pfd: int, base: bytes, real: bytes, e: ts.Entry, feed: ts.Feed) -> None:
         perm = e.mode & 0o777
@@ -384,6 +526,7 @@ class Applier:
         except FileNotFoundError:
             return  # nothing below to delete
         real = _join(preal, name)
+        self._settle(real)
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -443,6 +586,7 @@ class Applier:
             os.close(fd)
 
     def _remove(self, pfd: int, name: bytes, st: os.stat_result | None = None) -> None:
+        self._settle()
         if st is None:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
@@ -493,7 +637,7 @@ class Applier:
             except FileNotFoundError:
                 if not create:
                     raise
-                nfd = self._mkdir_implicit(fd, c, _join(real, c))
+                nfd = self._mkdir_implicit(fd, c, _join(real, c), e)
             except OSError as err:
                 if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
@@ -530,7 +674,7 @@ class Applier:
                 except FileNotFoundError:
                     if not create:
                         raise
-                    nfd = self._mkdir_implicit(fd, c, _join(real, c))
+                    nfd = self._mkdir_implicit(fd, c, _join(real, c), e)
                 except OSError as err:
                     if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
@@ -575,7 +719,11 @@ class Applier:
             raise FileNotFoundError(errno.ENOENT, "not a directory")
         raise StorageError(f"{self.what}: entry {e.display!r}: parent {_disp(c)!r} is not a directory")
 
-    def _mkdir_implicit(self, fd: int, c: bytes, real: bytes) -> int:
+    def _mkdir_implicit(self, fd: int, c: bytes, real: bytes, e: ts.Entry) -> int:
+        if real in self.created:
+            # this layer made that name: maybe a file the writer pool has not created yet
+            self._settle(real)
+            raise StorageError(f"{self.what}: entry {e.display!r}: parent {_disp(c)!r} is not a directory")
         os.mkdir(c, 0o755, dir_fd=fd)
         nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
         if _UMASK & 0o755:
