@@ -386,7 +386,7 @@ def test_stale_image_view_after_a_reboot_is_cleaned(store: LayerStore) -> None:
 
 def test_sparse_members_are_refused_by_name(store: LayerStore) -> None:
     raw = make_tar([f("sparse-file", b"data", pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0"})])
-    with pytest.raises(TarFormatError, match="sparse-file.*sparse tar members are not supported"):
+    with pytest.raises(TarFormatError, match=r"sparse-file.*sparse tar members are not supported"):
         apply_raw(store, None, raw)
     no_leftovers(store)
 
