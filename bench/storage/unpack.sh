@@ -7,7 +7,9 @@
 # for the whole image and for its smallest and biggest layer alone (it must not grow).
 # With WITH_PODMAN=1, `podman pull` into an empty --root joins the same run (the anchor; the
 # full `pallet pull` comparison is podman_pull.sh once pull is wired).
-#   [WITH_PODMAN=1] bench/storage/unpack.sh [RUNS]
+# INTERLEAVED=N adds N rounds of the same commands interleaved (interleaved.py), whose
+# per-round ratios resist the shared disk's noise better than back-to-back blocks.
+#   [WITH_PODMAN=1] [INTERLEAVED=N] bench/storage/unpack.sh [RUNS]
 source "$(dirname "$0")/common.sh"
 RUNS="${1:-5}"
 start_registry
@@ -38,6 +40,14 @@ hyperfine --runs "$RUNS" --warmup 1 --prepare "$PREP" \
   -n "pallet apply_image (overlay)" "$PALLET_CMD" \
   -n "floor: curl | tar -xz" "bash -c '$FLOOR_CMD'" "${EXTRA[@]}"
 cat "$SCRATCH/unpack.md"
+
+# the same commands interleaved round by round (noise lands on all of them alike)
+if [ "${INTERLEAVED:-0}" -gt 0 ]; then
+  echo
+  "$PY" "$HERE/interleaved.py" --rounds "$INTERLEAVED" --prepare "$PREP" \
+    -n "pallet apply_image (overlay)" "$PALLET_CMD" \
+    -n "floor: curl | tar -xz" "$FLOOR_CMD" "${EXTRA[@]}"
+fi
 
 rss() {  # peak RSS in MB of one run, from an empty root
   eval "$PREP"

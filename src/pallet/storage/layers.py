@@ -30,10 +30,9 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pallet.content import compression as comp
 from pallet.content.digest import CHUNK, Digest, Hasher
@@ -42,10 +41,12 @@ from pallet.context import default as default_context
 from pallet.errors import ConfigError, DigestMismatch, NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
 from pallet.storage import conf as storage_conf
-from pallet.storage import diff as diffmod
 from pallet.storage import extract
 from pallet.storage.driver import Driver, DriverOptions, Info, Kind, SnapshotNotFound, Usage, tree_usage
 from pallet.storage.mount import Mount, is_mountpoint, mount_all, unmount
+
+if TYPE_CHECKING:
+    from pallet.storage.diff import Change
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,8 @@ class LayerStore:
                 done[chains[i]].set()
 
         try:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pallet-apply") as pool:
                 futures = [pool.submit(one, i) for i in range(len(sources))]
                 errors = []
@@ -600,20 +603,26 @@ class LayerStore:
     def container_diff(self, id: str) -> BinaryIO:
         """The container's changes as an uncompressed OCI layer tar stream (read it to the end;
         a failure raises from ``read``). Applying it on the parent reproduces the container."""
+        from pallet.storage import diff as diffmod
+
         return diffmod.diff_stream(lambda out: self.write_container_diff(id, out), f"diff of container {id}")
 
     def write_container_diff(self, id: str, out: BinaryIO) -> None:
         layer = self.container_layer(id)
         key = self._container_key(id)
         upper = self.driver.data_dir(key)
+        from pallet.storage import diff as diffmod
+
         if self.driver.apply_format == extract.OVERLAY:
             diffmod.write_overlay_diff(upper, out)
         else:
             lower = self.driver.data_dir(layer.parent) if layer.parent else None
             diffmod.write_naive_diff(lower, upper, out)
 
-    def container_changes(self, id: str) -> list[diffmod.Change]:
+    def container_changes(self, id: str) -> list[Change]:
         """What ``podman diff`` lists: A/C/D per path."""
+        from pallet.storage import diff as diffmod
+
         layer = self.container_layer(id)
         upper = self.driver.data_dir(self._container_key(id))
         if self.driver.apply_format == extract.OVERLAY:

@@ -14,10 +14,8 @@ end to end, so non-UTF-8 names round-trip exactly.
 
 from __future__ import annotations
 
-import base64
 import queue
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -295,6 +293,9 @@ def _apply_pax(e: Entry, ext: dict[bytes, bytes]) -> None:
         elif key.startswith(b"LIBARCHIVE.xattr."):
             if e.xattrs is None:
                 e.xattrs = {}
+            import base64
+            import urllib.parse
+
             xname = urllib.parse.unquote_to_bytes(key[17:]).decode("utf-8", "surrogateescape")
             try:
                 e.xattrs[xname] = base64.b64decode(value + b"=" * (-len(value) % 4))
