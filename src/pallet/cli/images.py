@@ -89,11 +89,13 @@ def _image_group(subparsers: argparse._SubParsersAction, verb: str) -> argparse.
     _import_parser(sub, "import")
     _prune_parser(sub, "prune")
     _exists_parser(sub, "exists")
-    from pallet.cli import remote, transfer
+    from pallet.cli import remote, storage, transfer
+    from pallet.images import unpack
 
     transfer.register_pull(sub, "pull")
     transfer.register_push(sub, "push")
     remote.register_image_tags(sub)
+    storage.register_image_mount(sub, resolve=unpack.resolve_for_storage, list_images=unpack.list_for_storage)
     return p
 
 

@@ -31,6 +31,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert-dir", help="directory of CA certificates (*.crt) and client keys")
     p.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
     p.add_argument("-q", "--quiet", action="store_true", help="print no progress")
+    p.add_argument("--retry", type=int, metavar="N", help="retries on network errors and 429/5xx (default 3)")
+    p.add_argument("--retry-delay", type=float, metavar="SECONDS", help="delay before the first retry")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up on a request after this long (default 30, $PALLET_REGISTRY_TIMEOUT)")
 
 
 def register_pull(sub: argparse._SubParsersAction, verb: str = "pull") -> argparse.ArgumentParser:
@@ -60,6 +64,12 @@ def register_push(sub: argparse._SubParsersAction, verb: str = "push") -> argpar
                    help="upload blobs in chunks of this size (default: one request per blob)")
     p.set_defaults(func=_push)
     return p
+
+
+def _transport(args: argparse.Namespace):
+    from pallet.images.remote import Transport
+
+    return Transport(timeout=args.timeout, retries=args.retry, retry_delay=args.retry_delay)
 
 
 def _ctx(args: argparse.Namespace, ctx: Context) -> Context:
@@ -94,7 +104,7 @@ def _pull(args: argparse.Namespace, ctx: Context) -> int:
     try:
         for name in args.names:
             kw = dict(platform=_platform(args), tls_verify=args.tls_verify, authfile=args.authfile,
-                      creds=creds, progress=prog)
+                      creds=creds, progress=prog, transport=_transport(args))
             if args.all_tags:
                 results = remote.pull_all_tags(name, ctx, **kw)
             else:
@@ -116,7 +126,7 @@ def _push(args: argparse.Namespace, ctx: Context) -> int:
     try:
         digest = remote.push(args.source, args.destination, ctx, tls_verify=args.tls_verify,
                              authfile=args.authfile, creds=creds, progress=prog, format=args.format,
-                             chunk_size=args.chunk_size)
+                             chunk_size=args.chunk_size, transport=_transport(args))
     finally:
         prog.close()
     if args.digestfile:

@@ -81,10 +81,43 @@ def _context(ctx: Context | None, authfile: str | Path | None, tls_verify: bool 
     return ctx.with_(**changes) if changes else ctx
 
 
-def _client(source: PullSource, ctx: Context, creds: Credentials | None) -> RegistryClient:
+@dataclass(frozen=True)
+class Transport:
+    """How hard to try: per-request timeout (seconds), retries and the first retry's delay.
+
+    Defaults come from ``$PALLET_REGISTRY_TIMEOUT`` / ``$PALLET_REGISTRY_RETRIES`` when set, so a
+    hung registry can be given up on sooner without a flag on every command.
+    """
+
+    timeout: float | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+
+    def options(self) -> dict[str, Any]:
+        import os
+
+        opts: dict[str, Any] = {}
+        timeout = self.timeout if self.timeout is not None else os.environ.get("PALLET_REGISTRY_TIMEOUT")
+        retries = self.retries if self.retries is not None else os.environ.get("PALLET_REGISTRY_RETRIES")
+        try:
+            if timeout is not None:
+                opts["timeout"] = float(timeout)
+                opts["connect_timeout"] = min(float(timeout), 10.0)
+            if retries is not None:
+                opts["retries"] = int(retries)
+        except ValueError:
+            raise UsageError(f"invalid registry timeout {timeout!r} or retries {retries!r}") from None
+        if self.retry_delay is not None:
+            opts["backoff"] = self.retry_delay
+        return opts
+
+
+def _client(source: PullSource, ctx: Context, creds: Credentials | None,
+            transport: Transport | None = None) -> RegistryClient:
     from pallet.registry.client import RegistryClient
 
-    return RegistryClient(source.registry, ctx, insecure=source.insecure, auth=creds)
+    return RegistryClient(source.registry, ctx, insecure=source.insecure, auth=creds,
+                          **(transport or Transport()).options())
 
 
 # -- pull ---------------------------------------------------------------------------------------------
@@ -98,6 +131,7 @@ def pull(
     creds: Credentials | None = None,
     progress: Progress | None = None,
     unpack: bool = True,
+    transport: Transport | None = None,
 ) -> PullResult:
     """Pull ``name`` (short names resolved through registries.conf) into the local store.
 
@@ -122,7 +156,7 @@ def pull(
             if len(candidates) > 1 or source.mirror:
                 progress.message(f"Trying to pull {where}...")
             try:
-                with _client(source, ctx, creds) as client:
+                with _client(source, ctx, creds, transport) as client:
                     resolution = client.resolve_image(source.repository, source.reference.object, want)
                     return _fetch(client, source, ref, resolution, ctx, progress, unpack, want)
             except NotFoundError as e:
@@ -338,7 +372,7 @@ def pull_all_tags(name: str, ctx: Context | None = None, **kw: Any) -> list[Pull
     if parse(name).tag or ref.digest:
         raise UsageError("--all-tags takes a repository without a tag or digest")
     source = registries.load(ctx).endpoints(ref.name_only())[-1]
-    with _client(source, ctx, kw.get("creds")) as client:
+    with _client(source, ctx, kw.get("creds"), kw.get("transport")) as client:
         tags = list(client.tags(source.repository))
     return [pull(f"{ref.name}:{t}", ctx, **kw) for t in tags]
 
@@ -380,6 +414,7 @@ def push(
     format: str | None = None,
     chunk_size: int | None = None,
     parallel: int = 3,
+    transport: Transport | None = None,
 ) -> Digest:
     """Push a local image to ``destination`` (default: its own name). Returns the manifest digest."""
     from concurrent.futures import ThreadPoolExecutor
@@ -401,7 +436,7 @@ def push(
         manifest = _stored_manifest(store, image)
         raw, media_type = _convert(manifest, format)
         blobs = [manifest.config, *manifest.layers]
-        with _client(target, ctx, creds) as client:
+        with _client(target, ctx, creds, transport) as client:
             repo = target.repository
             mount_from = _mount_candidates(image, target.registry, repo)
 

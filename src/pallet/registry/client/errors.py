@@ -86,6 +86,8 @@ def error_for(status: int, errors: tuple[APIError, ...], what: str, body: bytes 
     codes = {e.code for e in errors}
     if errors:
         reason = "; ".join(_describe(e) for e in errors)
+        if status >= 500:  # a server fault: the status says more than the body's generic code
+            reason = f"HTTP {status}: {reason}"
     else:
         text = body[:200].decode("utf-8", "replace").strip().splitlines()
         reason = f"HTTP {status}" + (f": {text[0]}" if text and len(text[0]) < 160 else "")
