@@ -98,7 +98,7 @@ def _eval(tokens: list[str], obj: Any, piped: Any = None, has_pipe: bool = False
             return v(*vals)
         return v
     if head == "json":
-        return json.dumps(vals[0], ensure_ascii=False)
+        return json.dumps(vals[0], ensure_ascii=False, separators=(",", ":"))
     if head == "index":
         cur = vals[0]
         for k in vals[1:]:

@@ -275,7 +275,8 @@ def copy_from(
     enter = _enter(ctx, c, with_mounts=True)
 
     def work() -> None:
-        os.close(r)
+        with contextlib.suppress(OSError):
+            os.close(r)
         with os.fdopen(w, "wb") as f:
             if not os.path.lexists(src_clean):
                 raise CopyError(f"could not find the file {src_path} in container {c.name}")
@@ -399,7 +400,8 @@ def copy_to(
     enter = _enter(ctx, c, with_mounts=True)
 
     def work() -> None:
-        os.close(w)
+        with contextlib.suppress(OSError):  # the feeding thread may have finished (and closed it) already
+            os.close(w)
         with os.fdopen(r, "rb") as f:
             if src == "-":
                 if not os.path.isdir(dest_clean):
@@ -464,7 +466,8 @@ def export(ref: str, out: IO[bytes], ctx: Context | None = None) -> None:
     enter = _enter(ctx, c, with_mounts=False)
 
     def work() -> None:
-        os.close(r)
+        with contextlib.suppress(OSError):
+            os.close(r)
         with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tf:
             for dirpath, dirnames, filenames in os.walk("/"):
                 dirnames.sort()
@@ -505,6 +508,8 @@ def export(ref: str, out: IO[bytes], ctx: Context | None = None) -> None:
     finally:
         if c.status not in ("running", "paused"):
             _done_with(ctx, c)
+    if errors and isinstance(errors[0], BrokenPipeError):
+        raise errors[0]  # the reader went away (export | head): not an error of ours
     if status != 0:
         raise EngineError(err or f"exporting {c.name} failed")
     if errors:

@@ -60,16 +60,18 @@ class LayoutImageSource:
         self.ctx = ctx
         self.base = Path(ctx.root) / "layout-source"
         self.layouts = Path(os.environ.get("PALLET_TEST_LAYOUTS", "/nonexistent"))
+        #: unpacked images and names; $PALLET_TEST_CACHE shares them between roots (tests)
+        self.cache = Path(os.environ.get("PALLET_TEST_CACHE") or self.base)
 
     # -- images -----------------------------------------------------------------------------------
     def _names(self) -> dict[str, str]:
         try:
-            return json.loads((self.base / "names.json").read_text())
+            return json.loads((self.cache / "names.json").read_text())
         except FileNotFoundError:
             return {}
 
     def _image_dir(self, image_id: str) -> Path:
-        return self.base / "images" / image_id.removeprefix("sha256:")
+        return self.cache / "images" / image_id.removeprefix("sha256:")
 
     def lookup(self, image_id: str) -> ImageInfo | None:
         d = self._image_dir(image_id)
@@ -95,7 +97,7 @@ class LayoutImageSource:
         if image_id is None:
             hexpart = name.removeprefix("sha256:")
             if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
-                images = self.base / "images"
+                images = self.cache / "images"
                 matches = (
                     [p.name for p in images.iterdir() if p.name.startswith(hexpart)]
                     if images.is_dir()
@@ -139,8 +141,8 @@ class LayoutImageSource:
         cfg_digest = manifest["config"]["digest"]
         config = json.loads((blobs / cfg_digest.replace(":", "/")).read_bytes())
         d = self._image_dir(cfg_digest)
-        self.base.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.base / "lock", what="the test image cache"):
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.cache / "lock", what="the test image cache"):
             if not (d / "config.json").exists():
                 d.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=d))
@@ -160,7 +162,7 @@ class LayoutImageSource:
                 atomic_write(d / "config.json", json.dumps(config).encode())
             names = self._names()
             names[f"localhost/{repo}:{tag}"] = cfg_digest
-            atomic_write(self.base / "names.json", json.dumps(names).encode())
+            atomic_write(self.cache / "names.json", json.dumps(names).encode())
         info = self.lookup(cfg_digest)
         assert info is not None
         return info
@@ -273,7 +275,7 @@ class LayoutImageSource:
         raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         image_id = "sha256:" + hashlib.sha256(raw).hexdigest()
         d = self._image_dir(image_id)
-        with file_lock(self.base / "lock", what="the test image cache"):
+        with file_lock(self.cache / "lock", what="the test image cache"):
             if not (d / "config.json").exists():
                 d.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(prefix=".commit-", dir=d))
@@ -294,7 +296,7 @@ class LayoutImageSource:
                 for n in names:
                     repo, tag = _normalize(n)
                     all_names[f"localhost/{repo}:{tag}"] = image_id
-                atomic_write(self.base / "names.json", json.dumps(all_names).encode())
+                atomic_write(self.cache / "names.json", json.dumps(all_names).encode())
         info = self.lookup(image_id)
         assert info is not None
         return info
