@@ -243,8 +243,10 @@ def test_reconcile_after_monitor_and_container_are_killed(pallet: Pallet) -> Non
         mon, pid = conn.execute("SELECT monitor_pid, pid FROM containers WHERE id=?", (cid,)).fetchone()
     os.kill(mon, signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)  # as after a reboot: nothing of the container is left
+    from pallet.engine.monitor import alive
+
     deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    while alive(pid, 0) and time.monotonic() < deadline:
         time.sleep(0.05)
     ps = pallet.ok("ps", "-a", "--format", "{{.Names}} {{.Status}}")
     assert ps.startswith("orphan Exited (255)"), ps

@@ -102,12 +102,20 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 
 @cache
 def host_caps() -> list[str]:
-    """Every capability this kernel knows (for --privileged and --cap-add ALL)."""
+    """Every capability this kernel knows and pallet itself may grant (for --privileged and
+    --cap-add ALL): a container cannot get a capability missing from our own bounding set."""
     try:
         last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except (OSError, ValueError):
         last = len(CAP_NAMES) - 1
-    return CAP_NAMES[: last + 1]
+    bounding = (1 << (last + 1)) - 1
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                bounding = int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return [c for i, c in enumerate(CAP_NAMES[: last + 1]) if bounding & (1 << i)]
 
 
 def normalize_cap(name: str) -> str:
@@ -131,10 +139,13 @@ def capabilities(add: list[str], drop: list[str], privileged: bool) -> list[str]
         base = list(host_caps())
         return [c for c in base if c not in drops]
     base = [] if "ALL" in drops else [c for c in DEFAULT_CAPS if c not in drops]
+    known = set(host_caps())
     for c in adds:
+        if c not in known:
+            raise UsageError(f"cannot add capability {c}: pallet does not hold it itself (it is not in "
+                             "this process's bounding set)")
         if c not in base:
             base.append(c)
-    known = set(host_caps())
     return [c for c in base if c in known]
 
 
