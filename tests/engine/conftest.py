@@ -58,9 +58,15 @@ class Pallet:
         self.root, self.runroot, self.layouts = root, runroot, layouts
         self.runtime = runtime
         self.env = dict(os.environ)
-        self.env.update({"PALLET_ROOT": str(root), "PALLET_RUNROOT": str(runroot),
-                         "PALLET_IMAGE_SOURCE": SOURCE, "PALLET_TEST_LAYOUTS": str(layouts),
-                         "PYTHONPATH": str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")})
+        self.env.update(
+            {
+                "PALLET_ROOT": str(root),
+                "PALLET_RUNROOT": str(runroot),
+                "PALLET_IMAGE_SOURCE": SOURCE,
+                "PALLET_TEST_LAYOUTS": str(layouts),
+                "PYTHONPATH": str(REPO) + os.pathsep + self.env.get("PYTHONPATH", ""),
+            }
+        )
         if cache is not None:
             self.env["PALLET_TEST_CACHE"] = str(cache)
 
@@ -69,8 +75,15 @@ class Pallet:
 
     def __call__(self, *args: str, input: str | bytes | None = None, timeout: float = 60) -> Result:
         text = not isinstance(input, bytes)
-        res = subprocess.run(self.argv(*args), input=input, capture_output=True, text=text, env=self.env,
-                             timeout=timeout, cwd=str(REPO))
+        res = subprocess.run(
+            self.argv(*args),
+            input=input,
+            capture_output=True,
+            text=text,
+            env=self.env,
+            timeout=timeout,
+            cwd=str(REPO),
+        )
         out, err = res.stdout, res.stderr
         if not text:
             out, err = out.decode(errors="replace"), err.decode(errors="replace")
@@ -87,7 +100,7 @@ class Pallet:
     def inspect(self, ref: str) -> dict:
         return json.loads(self.ok("container", "inspect", ref))[0]
 
-    def ctx(self):  # noqa: ANN201
+    def ctx(self):
         from pallet.context import Context
 
         return Context(root=self.root, runroot=self.runroot, runtime=self.runtime)
@@ -115,8 +128,11 @@ class Pallet:
                 mp = line.split()[4]
                 if mp.startswith(root) or mp.startswith(str(self.runroot)):
                     found.append(f"mount {mp}")
-        for d in (self.root / "layout-source" / "containers", self.root / "engine" / "containers",
-                  self.runroot / "engine"):
+        for d in (
+            self.root / "layout-source" / "containers",
+            self.root / "engine" / "containers",
+            self.runroot / "engine",
+        ):
             if d.is_dir():
                 found += [f"dir {d / n}" for n in os.listdir(d)]
         rtdir = self.runroot / "runtime"

@@ -28,6 +28,7 @@ def start_sleeper(pallet: Pallet, name: str, *extra: str) -> str:
 
 # -- exec ----------------------------------------------------------------------------------------------
 
+
 def test_exec_options_and_exit_statuses(pallet: Pallet) -> None:
     start_sleeper(pallet, "ex", "-e", "FROM_RUN=1")
     assert pallet.ok("exec", "ex", "sh", "-c", "echo $FROM_RUN; pwd; id -u") == "1\n/\n0\n"
@@ -46,7 +47,9 @@ def test_exec_options_and_exit_statuses(pallet: Pallet) -> None:
         time.sleep(0.1)
     assert pallet("exec", "ex", "test", "-f", "/tmp/detached").rc == 0
     status = pallet.ok("exec", "--privileged", "ex", "cat", "/proc/self/status")
-    own = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapBnd"))
+    own = next(
+        line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapBnd")
+    )
     assert f"CapEff:\t{own.split()[1]}" in status
     pallet.ok("stop", "-t", "0", "ex")
     r = pallet("exec", "ex", "true")
@@ -55,15 +58,23 @@ def test_exec_options_and_exit_statuses(pallet: Pallet) -> None:
 
 # -- logs ----------------------------------------------------------------------------------------------
 
+
 def test_logs_json_file_format_tail_timestamps_since(pallet: Pallet) -> None:
-    cid = pallet.ok("run", "--name", "lg", "small", "sh", "-c",
-                    "echo one; echo two >&2; printf 'no newline'").strip() and pallet.inspect("lg")["Id"]
+    cid = (
+        pallet.ok(
+            "run", "--name", "lg", "small", "sh", "-c", "echo one; echo two >&2; printf 'no newline'"
+        ).strip()
+        and pallet.inspect("lg")["Id"]
+    )
     info = pallet.inspect("lg")
     path = Path(info["LogPath"])
     assert path.name == f"{cid}-json.log"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(e["log"], e["stream"]) for e in lines] == [("one\n", "stdout"), ("two\n", "stderr"),
-                                                        ("no newline", "stdout")]
+    assert [(e["log"], e["stream"]) for e in lines] == [
+        ("one\n", "stdout"),
+        ("two\n", "stderr"),
+        ("no newline", "stdout"),
+    ]
     assert all(e["time"].endswith("Z") and len(e["time"]) == 30 for e in lines)
     r = pallet("logs", "lg")
     assert r.out == "one\nno newline" and r.err == "two\n"
@@ -78,7 +89,9 @@ def test_logs_json_file_format_tail_timestamps_since(pallet: Pallet) -> None:
 
 
 def test_logs_follow_until_exit(pallet: Pallet) -> None:
-    pallet.ok("run", "-d", "--name", "fl", "small", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done")
+    pallet.ok(
+        "run", "-d", "--name", "fl", "small", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done"
+    )
     t0 = time.monotonic()
     r = pallet("logs", "-f", "fl", timeout=30)
     assert r.rc == 0 and r.out == "line1\nline2\nline3\n"
@@ -93,8 +106,19 @@ def test_k8s_file_log_driver_and_rotation(pallet: Pallet) -> None:
     assert entries[0].split(" ", 1)[1] == "stdout F a"
     assert entries[1].split(" ", 1)[1] == "stderr F b"
     assert pallet("logs", "k8").out == "a\n"
-    pallet.ok("run", "--name", "rot", "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "small", "sh", "-c",
-              "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done")
+    pallet.ok(
+        "run",
+        "--name",
+        "rot",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=3",
+        "small",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done",
+    )
     log = Path(pallet.inspect("rot")["LogPath"])
     files = sorted(p.name for p in log.parent.iterdir() if p.name.startswith(log.name))
     assert files == [log.name, log.name + ".1", log.name + ".2"]
@@ -102,13 +126,16 @@ def test_k8s_file_log_driver_and_rotation(pallet: Pallet) -> None:
         assert (log.parent / p).stat().st_size <= 2048
     out = pallet.ok("logs", "rot").splitlines()
     assert out[-1] == "line-199-xxxxxxxxxxxxxxxxxxxxxxxx" and len(out) < 200
-    assert [int(x.split("-")[1]) for x in out] == list(range(200 - len(out), 200)), "kept lines are the newest"
+    assert [int(x.split("-")[1]) for x in out] == list(range(200 - len(out), 200)), (
+        "kept lines are the newest"
+    )
     pallet.ok("run", "--name", "nolog", "--log-driver", "none", "small", "echo", "x")
     r = pallet("logs", "nolog")
     assert r.rc == 125 and "does not support reading" in r.err
 
 
 # -- attach and terminals -------------------------------------------------------------------------------
+
 
 def test_attach_relays_stdin_and_stdout(pallet: Pallet) -> None:
     pallet.ok("run", "-d", "-i", "--name", "cat", "small", "cat")
@@ -220,6 +247,7 @@ def test_exec_it_terminal(pallet: Pallet) -> None:
 
 # -- cp ----------------------------------------------------------------------------------------------------
 
+
 def test_cp_both_directions(pallet: Pallet, tmp_path: Path) -> None:
     start_sleeper(pallet, "cp1", "-v", "cpvol:/vol")
     pallet.ok("cp", "cp1:/data/keep", str(tmp_path))
@@ -255,8 +283,13 @@ def test_cp_both_directions(pallet: Pallet, tmp_path: Path) -> None:
 def test_cp_cannot_escape_the_container(pallet: Pallet, tmp_path: Path) -> None:
     start_sleeper(pallet, "esc")
     # symlinks planted in the container point at "/" and at host-looking paths
-    pallet.ok("exec", "esc", "sh", "-c", "ln -s / /escape; ln -s /../../../../tmp /tmplink; "
-              "mkdir -p /target; ln -s /etc /target/etclink")
+    pallet.ok(
+        "exec",
+        "esc",
+        "sh",
+        "-c",
+        "ln -s / /escape; ln -s /../../../../tmp /tmplink; mkdir -p /target; ln -s /etc /target/etclink",
+    )
     host_secret = tmp_path / "secret"
     host_secret.write_text("host only\n")
     # reading through a symlink resolves inside the container
@@ -282,8 +315,17 @@ def test_cp_cannot_escape_the_container(pallet: Pallet, tmp_path: Path) -> None:
 
 
 def test_cp_with_a_stopped_container(pallet: Pallet, tmp_path: Path) -> None:
-    pallet.ok("run", "--name", "stopped", "-v", "sv:/vol", "small", "sh", "-c", "echo inside > /vol/v; "
-              "echo changed > /etc/motd")
+    pallet.ok(
+        "run",
+        "--name",
+        "stopped",
+        "-v",
+        "sv:/vol",
+        "small",
+        "sh",
+        "-c",
+        "echo inside > /vol/v; echo changed > /etc/motd",
+    )
     pallet.ok("cp", "stopped:/etc/motd", str(tmp_path / "motd"))
     assert (tmp_path / "motd").read_text() == "changed\n"
     pallet.ok("cp", "stopped:/vol/v", str(tmp_path / "v"))
@@ -297,6 +339,7 @@ def test_cp_with_a_stopped_container(pallet: Pallet, tmp_path: Path) -> None:
 
 
 # -- top, stats, port --------------------------------------------------------------------------------------
+
 
 def test_top_stats_port(pallet: Pallet) -> None:
     start_sleeper(pallet, "mon", "-m", "32m")
@@ -318,20 +361,50 @@ def test_top_stats_port(pallet: Pallet) -> None:
 
 # -- commit and export --------------------------------------------------------------------------------------
 
+
 def test_commit_makes_a_runnable_image(pallet: Pallet) -> None:
-    pallet.ok("run", "--name", "base", "-e", "KEPT=1", "small", "sh", "-c",
-              "echo committed > /etc/motd; rm /data/keep/a.txt; rm -r /data/replaced")
-    image_id = pallet.ok("commit", "-m", "my change", "-a", "me", "-c", 'CMD ["cat", "/etc/motd"]', "-c",
-                         "ENV ADDED=2", "base", "mine:v1").strip()
+    pallet.ok(
+        "run",
+        "--name",
+        "base",
+        "-e",
+        "KEPT=1",
+        "small",
+        "sh",
+        "-c",
+        "echo committed > /etc/motd; rm /data/keep/a.txt; rm -r /data/replaced",
+    )
+    image_id = pallet.ok(
+        "commit",
+        "-m",
+        "my change",
+        "-a",
+        "me",
+        "-c",
+        'CMD ["cat", "/etc/motd"]',
+        "-c",
+        "ENV ADDED=2",
+        "base",
+        "mine:v1",
+    ).strip()
     assert image_id.startswith("sha256:")
     assert pallet.ok("run", "--rm", "mine:v1") == "committed\n"
-    out = pallet.ok("run", "--rm", "mine:v1", "sh", "-c", "ls /data/keep | wc -l; test -e /data/replaced || "
-                    "echo gone; echo $KEPT $ADDED; cat /data/keep/../linked.txt")
+    out = pallet.ok(
+        "run",
+        "--rm",
+        "mine:v1",
+        "sh",
+        "-c",
+        "ls /data/keep | wc -l; test -e /data/replaced || "
+        "echo gone; echo $KEPT $ADDED; cat /data/keep/../linked.txt",
+    )
     assert out == "0\ngone\n1 2\nhardlinked\n"
 
 
 def test_export_gives_the_whole_filesystem(pallet: Pallet, tmp_path: Path) -> None:
-    pallet.ok("run", "--name", "exp", "-v", "ev:/vol", "small", "sh", "-c", "echo x > /created; echo v > /vol/v")
+    pallet.ok(
+        "run", "--name", "exp", "-v", "ev:/vol", "small", "sh", "-c", "echo x > /created; echo v > /vol/v"
+    )
     pallet.ok("export", "-o", str(tmp_path / "fs.tar"), "exp")
     with tarfile.open(tmp_path / "fs.tar") as tf:
         names = set(tf.getnames())

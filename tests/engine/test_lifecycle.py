@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -74,8 +75,8 @@ def test_detached_container_ps_inspect_stop_rm(pallet: Pallet) -> None:
     pid = info["State"]["Pid"]
     assert os.path.exists(f"/proc/{pid}")
     # the container's init is a child of its monitor, which outlived the CLI that started it
-    ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    assert "pallet" in open(f"/proc/{ppid}/cmdline").read()
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert "pallet" in Path(f"/proc/{ppid}/cmdline").read_text()
     assert pallet.ok("ps", "-q") == cid[:12] + "\n"
     assert pallet.ok("ps", "-q", "--no-trunc") == cid + "\n"
     assert pallet.ok("ps", "--filter", "label=tier=front", "--format", "{{.Names}}") == "web\n"
@@ -108,8 +109,16 @@ def test_create_then_start_attached(pallet: Pallet) -> None:
 
 
 def test_stop_escalates_sigterm_to_sigkill_after_the_timeout(pallet: Pallet) -> None:
-    pallet.ok("run", "-d", "--name", "stubborn", "small", "sh", "-c", "trap 'echo got TERM' TERM; "
-              "while true; do sleep 0.1; done")
+    pallet.ok(
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "small",
+        "sh",
+        "-c",
+        "trap 'echo got TERM' TERM; while true; do sleep 0.1; done",
+    )
     time.sleep(0.3)
     t0 = time.monotonic()
     pallet.ok("stop", "-t", "2", "stubborn")
@@ -121,8 +130,18 @@ def test_stop_escalates_sigterm_to_sigkill_after_the_timeout(pallet: Pallet) -> 
 
 
 def test_stop_uses_the_stop_signal_and_returns_quickly(pallet: Pallet) -> None:
-    pallet.ok("run", "-d", "--name", "polite", "--stop-signal", "USR1", "small", "sh", "-c",
-              "trap 'exit 42' USR1; while true; do sleep 0.1; done")
+    pallet.ok(
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        "--stop-signal",
+        "USR1",
+        "small",
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+    )
     time.sleep(0.3)
     t0 = time.monotonic()
     pallet.ok("stop", "-t", "20", "polite")
@@ -226,8 +245,19 @@ def test_restart_policy_on_success_does_not_restart(pallet: Pallet) -> None:
 
 
 def test_oom_killed_container_reports_137(pallet: Pallet) -> None:
-    cid = pallet("run", "--name", "hog", "-m", "8m", "--memory-swap", "8m", "small", "sh", "-c",
-                 "x=aaaaaaaa; while true; do x=$x$x; done")
+    cid = pallet(
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "8m",
+        "--memory-swap",
+        "8m",
+        "small",
+        "sh",
+        "-c",
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+    )
     assert cid.rc == 137, cid
     info = pallet.inspect("hog")
     assert info["State"]["OOMKilled"] is True
@@ -317,13 +347,32 @@ def test_name_and_reference_resolution(pallet: Pallet) -> None:
 def test_inspect_format_and_json_shape(pallet: Pallet) -> None:
     pallet.ok("create", "--name", "shape", "small", "sh", "-c", "true")
     info = pallet.inspect("shape")
-    for key in ("Id", "Created", "Path", "Args", "State", "Image", "ResolvConfPath", "HostnamePath",
-                "HostsPath", "LogPath", "Name", "RestartCount", "Driver", "HostConfig", "GraphDriver",
-                "Mounts", "Config", "NetworkSettings"):
+    for key in (
+        "Id",
+        "Created",
+        "Path",
+        "Args",
+        "State",
+        "Image",
+        "ResolvConfPath",
+        "HostnamePath",
+        "HostsPath",
+        "LogPath",
+        "Name",
+        "RestartCount",
+        "Driver",
+        "HostConfig",
+        "GraphDriver",
+        "Mounts",
+        "Config",
+        "NetworkSettings",
+    ):
         assert key in info, key
     assert info["Image"].startswith("sha256:")
     assert info["Config"]["Cmd"] == ["sh", "-c", "true"]
     assert info["HostConfig"]["NetworkMode"] == "none"
-    out = pallet.ok("container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}} {{.State.Running}}", "shape")
+    out = pallet.ok(
+        "container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}} {{.State.Running}}", "shape"
+    )
     assert out == '/shape ["sh","-c","true"] false\n'
     assert json.loads(pallet.ok("container", "inspect", "-f", "json", "shape"))["Name"] == "/shape"

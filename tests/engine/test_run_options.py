@@ -26,9 +26,14 @@ def caps_of(status: str, field: str = "CapEff") -> int:
 
 
 def test_defaults_inside_the_container(pallet: Pallet) -> None:
-    out = run_out(pallet, "small", "sh", "-c",
-                  "cat /proc/self/status; echo ---; cat /proc/mounts; echo ---; hostname; echo ---; env; "
-                  "echo ---; cat /proc/net/dev; echo ---; cat /etc/hosts; echo ---; id")
+    out = run_out(
+        pallet,
+        "small",
+        "sh",
+        "-c",
+        "cat /proc/self/status; echo ---; cat /proc/mounts; echo ---; hostname; echo ---; env; "
+        "echo ---; cat /proc/net/dev; echo ---; cat /etc/hosts; echo ---; id",
+    )
     status, mounts, hostname, env, netdev, hosts, ident = out.split("---\n")
     # docker's default capability set, nothing more
     from pallet.engine.security import CAP_NAMES, DEFAULT_CAPS
@@ -64,8 +69,14 @@ def test_defaults_inside_the_container(pallet: Pallet) -> None:
 
 
 def test_masked_paths_are_unreadable(pallet: Pallet) -> None:
-    out = run_out(pallet, "small", "sh", "-c", "wc -c < /proc/keys; ls /sys/firmware | wc -l; "
-                  "echo 1 > /proc/sys/kernel/domainname && echo writable || echo refused")
+    out = run_out(
+        pallet,
+        "small",
+        "sh",
+        "-c",
+        "wc -c < /proc/keys; ls /sys/firmware | wc -l; "
+        "echo 1 > /proc/sys/kernel/domainname && echo writable || echo refused",
+    )
     size, firmware, write = out.split("\n")[:3]
     assert size.strip() == "0" and firmware.strip() == "0" and write == "refused"
 
@@ -74,9 +85,25 @@ def test_env_env_file_workdir_user_hostname_entrypoint(pallet: Pallet, tmp_path:
     envfile = tmp_path / "env"
     envfile.write_text("# comment\nFROM_FILE=yes\nOVERRIDE=file\nHOST_VAR\n")
     pallet.env["HOST_VAR"] = "from-host"
-    out = run_out(pallet, "--env-file", str(envfile), "-e", "OVERRIDE=flag", "-e", "PATH=/bin", "-w",
-                  "/made/by/workdir", "-u", "app", "-h", "myhost", "small", "sh", "-c",
-                  "env; pwd; id; hostname; ls -ld /made/by/workdir")
+    out = run_out(
+        pallet,
+        "--env-file",
+        str(envfile),
+        "-e",
+        "OVERRIDE=flag",
+        "-e",
+        "PATH=/bin",
+        "-w",
+        "/made/by/workdir",
+        "-u",
+        "app",
+        "-h",
+        "myhost",
+        "small",
+        "sh",
+        "-c",
+        "env; pwd; id; hostname; ls -ld /made/by/workdir",
+    )
     assert "FROM_FILE=yes" in out and "OVERRIDE=flag" in out and "HOST_VAR=from-host" in out
     assert "PATH=/bin\n" in out, "the user's PATH replaces the image's"
     assert "/made/by/workdir\n" in out
@@ -105,10 +132,19 @@ def test_labels_and_image_defaults_in_inspect(pallet: Pallet) -> None:
 
 
 def test_read_only_rootfs_and_tmpfs(pallet: Pallet) -> None:
-    out = run_out(pallet, "--read-only", "--tmpfs", "/run:size=1m,mode=700", "--mount",
-                  "type=tmpfs,target=/scratch,tmpfs-size=2m", "small", "sh", "-c",
-                  "touch /x 2>&1 || echo rootfs-ro; touch /run/ok && echo run-rw; touch /scratch/ok && "
-                  "echo scratch-rw; grep -E ' /(run|scratch) ' /proc/mounts")
+    out = run_out(
+        pallet,
+        "--read-only",
+        "--tmpfs",
+        "/run:size=1m,mode=700",
+        "--mount",
+        "type=tmpfs,target=/scratch,tmpfs-size=2m",
+        "small",
+        "sh",
+        "-c",
+        "touch /x 2>&1 || echo rootfs-ro; touch /run/ok && echo run-rw; touch /scratch/ok && "
+        "echo scratch-rw; grep -E ' /(run|scratch) ' /proc/mounts",
+    )
     assert "rootfs-ro" in out and "run-rw" in out and "scratch-rw" in out
     run_line = next(line for line in out.splitlines() if " /run " in line)
     assert run_line.split()[2] == "tmpfs" and "noexec" in run_line and "size=1024k" in run_line
@@ -121,8 +157,17 @@ def test_bind_mounts_ro_and_rw(pallet: Pallet, tmp_path: Path) -> None:
     host = tmp_path / "shared"
     host.mkdir()
     (host / "in.txt").write_text("from host\n")
-    out = run_out(pallet, "-v", f"{host}:/ro:ro,z", "--mount", f"type=bind,source={host},target=/rw", "small",
-                  "sh", "-c", "cat /ro/in.txt; touch /ro/x 2>/dev/null || echo ro-refused; echo hi > /rw/out")
+    out = run_out(
+        pallet,
+        "-v",
+        f"{host}:/ro:ro,z",
+        "--mount",
+        f"type=bind,source={host},target=/rw",
+        "small",
+        "sh",
+        "-c",
+        "cat /ro/in.txt; touch /ro/x 2>/dev/null || echo ro-refused; echo hi > /rw/out",
+    )
     assert out == "from host\nro-refused\n"
     assert (host / "out").read_text() == "hi\n"
     r = pallet("run", "--rm", "--mount", f"type=bind,source={tmp_path}/missing,target=/x", "small", "true")
@@ -135,7 +180,9 @@ def test_bind_mounts_ro_and_rw(pallet: Pallet, tmp_path: Path) -> None:
 
 
 def test_named_volume_copy_up_and_persistence(pallet: Pallet) -> None:
-    out = run_out(pallet, "-v", "data1:/data", "small", "sh", "-c", "cat /data/keep/a.txt; echo mine > /data/mine")
+    out = run_out(
+        pallet, "-v", "data1:/data", "small", "sh", "-c", "cat /data/keep/a.txt; echo mine > /data/mine"
+    )
     assert out == "kept\n", "the image's content at /data was copied into the empty volume"
     assert run_out(pallet, "-v", "data1:/elsewhere", "small", "cat", "/elsewhere/mine") == "mine\n"
     info = json.loads(pallet.ok("volume", "inspect", "data1"))[0]
@@ -144,7 +191,9 @@ def test_named_volume_copy_up_and_persistence(pallet: Pallet) -> None:
     # copy-up keeps owners and modes; no copy-up with nocopy
     assert os.stat(data / "owned-by-app").st_uid == 1000
     assert os.stat(data / "setuid-bin").st_mode & 0o4000
-    out = run_out(pallet, "--mount", "type=volume,source=data2,target=/data,volume-nocopy", "small", "ls", "/data")
+    out = run_out(
+        pallet, "--mount", "type=volume,source=data2,target=/data,volume-nocopy", "small", "ls", "/data"
+    )
     assert out == ""
 
 
@@ -170,10 +219,26 @@ def test_memory_cpu_pids_limits_in_cgroup_files(pallet: Pallet) -> None:
 
     if cgroups.is_v2():
         pytest.skip("checks cgroup v1 files")
-    out = run_out(pallet, "-m", "64m", "--memory-swap", "128m", "--cpus", "0.5", "--cpu-shares", "512",
-                  "--cpuset-cpus", "0", "--pids-limit", "42", "small", "sh", "-c",
-                  "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.memsw.limit_in_bytes "
-                  "cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu/cpu.shares cpuset/cpuset.cpus pids/pids.max")
+    out = run_out(
+        pallet,
+        "-m",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "--pids-limit",
+        "42",
+        "small",
+        "sh",
+        "-c",
+        "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.memsw.limit_in_bytes "
+        "cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu/cpu.shares cpuset/cpuset.cpus pids/pids.max",
+    )
     assert out.split() == [str(64 << 20), str(128 << 20), "50000", "100000", "512", "0", "42"]
     pallet.ok("create", "--name", "lim", "-m", "64m", "--cpus", "1.5", "small")
     hc = pallet.inspect("lim")["HostConfig"]
@@ -183,8 +248,16 @@ def test_memory_cpu_pids_limits_in_cgroup_files(pallet: Pallet) -> None:
 def test_ulimits_clamped_to_the_host(pallet: Pallet) -> None:
     import resource
 
-    out = run_out(pallet, "--ulimit", "nofile=100:200", "--ulimit", "nproc=999999999", "small", "cat",
-                  "/proc/self/limits")
+    out = run_out(
+        pallet,
+        "--ulimit",
+        "nofile=100:200",
+        "--ulimit",
+        "nproc=999999999",
+        "small",
+        "cat",
+        "/proc/self/limits",
+    )
     nofile = next(line for line in out.splitlines() if line.startswith("Max open files")).split()
     assert nofile[3:5] == ["100", "200"]
     hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
@@ -198,12 +271,20 @@ def test_ulimits_clamped_to_the_host(pallet: Pallet) -> None:
 def test_capabilities_add_drop_privileged(pallet: Pallet) -> None:
     from pallet.engine.security import CAP_NAMES
 
-    status = run_out(pallet, "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "small", "cat", "/proc/self/status")
+    status = run_out(
+        pallet, "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "small", "cat", "/proc/self/status"
+    )
     assert caps_of(status) == 1 << CAP_NAMES.index("CAP_NET_ADMIN")
     status = run_out(pallet, "--cap-drop", "chown", "small", "cat", "/proc/self/status")
     assert not caps_of(status) & (1 << CAP_NAMES.index("CAP_CHOWN"))
-    out = run_out(pallet, "--privileged", "small", "sh", "-c", "cat /proc/self/status; ls /dev | wc -l; "
-                  "grep ' /sys ' /proc/mounts")
+    out = run_out(
+        pallet,
+        "--privileged",
+        "small",
+        "sh",
+        "-c",
+        "cat /proc/self/status; ls /dev | wc -l; grep ' /sys ' /proc/mounts",
+    )
     own = caps_of(Path("/proc/self/status").read_text(), "CapBnd")
     assert caps_of(out) == own, "every capability pallet holds itself"
     assert re.search(r"^Seccomp:\s*0$", out, re.M)
@@ -216,18 +297,32 @@ def test_capabilities_add_drop_privileged(pallet: Pallet) -> None:
 
 
 def test_security_opts(pallet: Pallet, tmp_path: Path) -> None:
-    out = run_out(pallet, "--security-opt", "seccomp=unconfined", "--security-opt", "no-new-privileges", "small",
-                  "cat", "/proc/self/status")
+    out = run_out(
+        pallet,
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "no-new-privileges",
+        "small",
+        "cat",
+        "/proc/self/status",
+    )
     assert re.search(r"^Seccomp:\s*0$", out, re.M) and re.search(r"^NoNewPrivs:\s*1$", out, re.M)
-    profile = {"defaultAction": "SCMP_ACT_ALLOW",
-               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }
     (tmp_path / "deny-mkdir.json").write_text(json.dumps(profile))
-    r = pallet("run", "--rm", "--security-opt", f"seccomp={tmp_path / 'deny-mkdir.json'}", "small", "mkdir", "/x")
+    r = pallet(
+        "run", "--rm", "--security-opt", f"seccomp={tmp_path / 'deny-mkdir.json'}", "small", "mkdir", "/x"
+    )
     assert r.rc == 1 and "Operation not permitted" in r.err
     # the default profile refuses mount(2) without CAP_SYS_ADMIN, allows it with it
     r = pallet("run", "--rm", "small", "mount", "-t", "tmpfs", "t", "/mnt")
     assert r.rc != 0
-    r = pallet("run", "--rm", "--cap-add", "SYS_ADMIN", "small", "sh", "-c", "mkdir /m && mount -t tmpfs t /m")
+    r = pallet(
+        "run", "--rm", "--cap-add", "SYS_ADMIN", "small", "sh", "-c", "mkdir /m && mount -t tmpfs t /m"
+    )
     assert r.rc == 0, r
     r = pallet("run", "--rm", "--security-opt", "apparmor=docker-default", "small", "true")
     assert r.rc == 125 and "AppArmor is not enabled" in r.err
@@ -237,19 +332,42 @@ def test_security_opts(pallet: Pallet, tmp_path: Path) -> None:
 
 
 def test_device_and_init(pallet: Pallet) -> None:
-    out = run_out(pallet, "--device", "/dev/null:/dev/mynull:rw", "--init", "small", "sh", "-c",
-                  "stat -c '%t:%T %F' /dev/mynull; echo x > /dev/mynull && echo wrote; cat /proc/1/cmdline | "
-                  "tr '\\0' ' '")
+    out = run_out(
+        pallet,
+        "--device",
+        "/dev/null:/dev/mynull:rw",
+        "--init",
+        "small",
+        "sh",
+        "-c",
+        "stat -c '%t:%T %F' /dev/mynull; echo x > /dev/mynull && echo wrote; cat /proc/1/cmdline | "
+        "tr '\\0' ' '",
+    )
     lines = out.splitlines()
     assert lines[0] == "1:3 character special file" and lines[1] == "wrote"
     assert lines[2].startswith("/dev/init -- sh -c")
 
 
 def test_dns_add_host_sysctl_shm(pallet: Pallet) -> None:
-    out = run_out(pallet, "--add-host", "db.local:10.1.2.3", "--dns", "192.0.2.53", "--dns-search", "corp.example",
-                  "--dns-option", "ndots:2", "--sysctl", "net.ipv4.ip_forward=1", "--shm-size", "8m", "small",
-                  "sh", "-c", "cat /etc/hosts /etc/resolv.conf /proc/sys/net/ipv4/ip_forward; "
-                  "grep ' /dev/shm ' /proc/mounts")
+    out = run_out(
+        pallet,
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--shm-size",
+        "8m",
+        "small",
+        "sh",
+        "-c",
+        "cat /etc/hosts /etc/resolv.conf /proc/sys/net/ipv4/ip_forward; grep ' /dev/shm ' /proc/mounts",
+    )
     assert "10.1.2.3\tdb.local" in out
     assert "nameserver 192.0.2.53" in out and "search corp.example" in out and "options ndots:2" in out
     assert "\n1\n" in out
@@ -261,7 +379,9 @@ def test_dns_add_host_sysctl_shm(pallet: Pallet) -> None:
 
 
 def test_network_host_and_container(pallet: Pallet) -> None:
-    host_ifaces = sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:])
+    host_ifaces = sorted(
+        line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]
+    )
     out = run_out(pallet, "--network", "host", "small", "sh", "-c", "cat /proc/net/dev; echo ---; hostname")
     netdev, hostname = out.split("---\n")
     assert sorted(line.split(":")[0].strip() for line in netdev.splitlines()[2:]) == host_ifaces
@@ -302,11 +422,18 @@ def test_image_for_another_architecture_is_refused(pallet: Pallet, tmp_path: Pat
     config["architecture"] = "s390x" if platform.machine() != "s390x" else "amd64"
     raw = json.dumps(config).encode()
     (blobs / hashlib.sha256(raw).hexdigest()).write_bytes(raw)
-    manifest["config"] = {**manifest["config"], "digest": "sha256:" + hashlib.sha256(raw).hexdigest(),
-                          "size": len(raw)}
+    manifest["config"] = {
+        **manifest["config"],
+        "digest": "sha256:" + hashlib.sha256(raw).hexdigest(),
+        "size": len(raw),
+    }
     mraw = json.dumps(manifest).encode()
     (blobs / hashlib.sha256(mraw).hexdigest()).write_bytes(mraw)
-    index["manifests"][0] = {**mdesc, "digest": "sha256:" + hashlib.sha256(mraw).hexdigest(), "size": len(mraw)}
+    index["manifests"][0] = {
+        **mdesc,
+        "digest": "sha256:" + hashlib.sha256(mraw).hexdigest(),
+        "size": len(mraw),
+    }
     (dst / "index.json").write_text(json.dumps(index))
     other = Pallet(pallet.root, pallet.runroot, tmp_path / "layouts", None)
     r = other("run", "--rm", "foreign", "true")
@@ -315,20 +442,60 @@ def test_image_for_another_architecture_is_refused(pallet: Pallet, tmp_path: Pat
 
 
 def test_stop_timeout_and_health_options_in_inspect(pallet: Pallet) -> None:
-    pallet.ok("create", "--name", "opts", "--stop-timeout", "3", "--health-cmd", "true", "--health-interval",
-              "2s", "--health-retries", "4", "--health-timeout", "500ms", "--restart", "on-failure:5",
-              "--log-opt", "max-size=1m", "--log-opt", "max-file=2", "small")
+    pallet.ok(
+        "create",
+        "--name",
+        "opts",
+        "--stop-timeout",
+        "3",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "2s",
+        "--health-retries",
+        "4",
+        "--health-timeout",
+        "500ms",
+        "--restart",
+        "on-failure:5",
+        "--log-opt",
+        "max-size=1m",
+        "--log-opt",
+        "max-file=2",
+        "small",
+    )
     info = pallet.inspect("opts")
     assert info["Config"]["StopTimeout"] == 3
-    assert info["Config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 2_000_000_000,
-                                             "Timeout": 500_000_000, "Retries": 4}
+    assert info["Config"]["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "true"],
+        "Interval": 2_000_000_000,
+        "Timeout": 500_000_000,
+        "Retries": 4,
+    }
     assert info["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
-    assert info["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
+    assert info["HostConfig"]["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "1m", "max-file": "2"},
+    }
 
 
 def test_healthcheck_status_in_ps_and_inspect(pallet: Pallet) -> None:
-    pallet.ok("run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/healthy", "--health-interval", "300ms",
-              "--health-retries", "2", "small", "sh", "-c", "sleep 1; touch /tmp/healthy; sleep 300")
+    pallet.ok(
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -f /tmp/healthy",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "2",
+        "small",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/healthy; sleep 300",
+    )
     assert "(health: starting)" in pallet.ok("ps")
     pallet.wait_for("hc", "{{.State.Health.Status}}", "healthy")
     assert "(healthy)" in pallet.ok("ps")

@@ -248,7 +248,8 @@ def _add_create_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("--health-retries", type=int, help="consecutive failures needed to report unhealthy")
     a("--health-start-period", help="grace period before failures count")
     a("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
-    a("--runtime", help="OCI runtime: pallet-runtime, runc, crun, runsc, kata")
+    # not dest="runtime": that would shadow the global --runtime (pallet --runtime runc run ...)
+    a("--runtime", dest="container_runtime", help="OCI runtime: pallet-runtime, runc, crun, runsc, kata")
     a("--pull", default="missing", help="pull policy: always, missing, never, newer")
     a("--platform", help="image platform (os/arch)")
     a("--log-driver", default="json-file", help="json-file, k8s-file or none")
@@ -313,7 +314,7 @@ def _options(args: argparse.Namespace):
         health_retries=args.health_retries,
         health_start_period=args.health_start_period,
         no_healthcheck=args.no_healthcheck,
-        runtime=args.runtime,
+        runtime=args.container_runtime,
         pull=args.pull,
         platform=args.platform,
         log_driver=args.log_driver,

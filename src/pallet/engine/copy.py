@@ -344,9 +344,10 @@ class _Peek:
             return None
         import io
 
-        with contextlib.suppress(tarfile.TarError), tarfile.open(
-            fileobj=io.BytesIO(self.buf + b"\0" * 10240), mode="r:"
-        ) as tf:
+        with (
+            contextlib.suppress(tarfile.TarError),
+            tarfile.open(fileobj=io.BytesIO(self.buf + b"\0" * 10240), mode="r:") as tf,
+        ):
             m = tf.next()
             if m is not None:
                 return {"isdir": m.isdir(), "name": m.name}

@@ -142,8 +142,10 @@ def capabilities(add: list[str], drop: list[str], privileged: bool) -> list[str]
     known = set(host_caps())
     for c in adds:
         if c not in known:
-            raise UsageError(f"cannot add capability {c}: pallet does not hold it itself (it is not in "
-                             "this process's bounding set)")
+            raise UsageError(
+                f"cannot add capability {c}: pallet does not hold it itself (it is not in "
+                "this process's bounding set)"
+            )
         if c not in base:
             base.append(c)
     return [c for c in base if c in known]

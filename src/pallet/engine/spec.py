@@ -502,10 +502,8 @@ def runtime_spec(stored: dict[str, Any], inputs: StartInputs, *, process_args: l
     caps = list(stored["Capabilities"])
     sec = stored["Security"]
     env = list(cfg.get("Env") or [])
-    base_env = []
-    if not any(e.startswith("PATH=") for e in env):
-        base_env.append(f"PATH={DEFAULT_PATH}")
-    base_env.append(f"HOSTNAME={cfg['Hostname']}")
+    # docker's order: PATH, HOSTNAME, TERM, then the config's values replace or append
+    base_env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={cfg['Hostname']}"]
     if cfg.get("Tty"):
         base_env.append("TERM=xterm")
     env = o.merge_env(base_env, env)
