@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -376,3 +377,46 @@ def test_inspect_format_and_json_shape(pallet: Pallet) -> None:
     )
     assert out == '/shape ["sh","-c","true"] false\n'
     assert json.loads(pallet.ok("container", "inspect", "-f", "json", "shape"))["Name"] == "/shape"
+
+
+def test_monitor_slims_down_and_keeps_working(pallet: Pallet) -> None:
+    """After a second the monitor re-executes into a small interpreter; I/O, stop and exit still work."""
+    import sqlite3
+
+    cid = pallet.ok(
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "slim",
+        "small",
+        "sh",
+        "-c",
+        "while read line; do echo got $line; done; exit 9",
+    ).strip()
+    with sqlite3.connect(pallet.root / "engine" / "engine.db") as conn:
+        (mon,) = conn.execute("SELECT monitor_pid FROM containers WHERE id=?", (cid,)).fetchone()
+    deadline = time.monotonic() + 10
+    cmdline = ""
+    while time.monotonic() < deadline:
+        cmdline = Path(f"/proc/{mon}/cmdline").read_bytes().decode().replace("\0", " ")
+        if "resume" in cmdline:
+            break
+        time.sleep(0.1)
+    assert "-S" in cmdline and "pallet.engine.monitor" in cmdline, cmdline
+    status = Path(f"/proc/{mon}/status").read_text()
+    assert "pallet" not in " ".join(m for m in status.splitlines() if m.startswith("Name"))
+    p = pallet.popen("attach", "--sig-proxy=false", "slim", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        time.sleep(0.3)
+        p.stdin.write(b"hello\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == b"got hello\n"
+    finally:
+        p.kill()
+        p.wait()
+    assert pallet.ok("logs", "slim") == "got hello\n"
+    pallet.ok("kill", "slim")
+    info = pallet.inspect("slim")
+    assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137

@@ -367,6 +367,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
     opts = _options(args)
     command = args.command or None
+    containers.trace("cli: parsed and imported")
     c, code = containers.run(
         args.image,
         command,

@@ -5,10 +5,11 @@ Public API (each function takes ``ctx: Context | None``; names resolve lazily so
 
 * containers: :func:`create`, :func:`start`, :func:`run`, :func:`stop`, :func:`kill`,
   :func:`restart`, :func:`remove`, :func:`wait`, :func:`pause`, :func:`unpause`, :func:`rename`,
-  :func:`get`, :func:`list_containers`, :func:`prune`, :func:`top`, :func:`stats`, :func:`ports`,
-  :func:`logs` (in :mod:`pallet.engine.containers`); :func:`exec_` (:mod:`pallet.engine.execs`);
-  :func:`copy_from`, :func:`copy_to`, :func:`export` (:mod:`pallet.engine.copy`);
-  :func:`commit` (:mod:`pallet.engine.commit`); :func:`inspect` (:mod:`pallet.engine.inspect`);
+  :func:`get`, :func:`list_containers`, :func:`prune`, :func:`top`, :func:`stats`, :func:`ports`
+  (in :mod:`pallet.engine.containers`, also ``pallet.engine.containers.logs``);
+  :func:`exec_` (:mod:`pallet.engine.execs`); :func:`copy_from`, :func:`copy_to`, :func:`export`
+  (:mod:`pallet.engine.copy`); ``pallet.engine.commit.commit``; ``pallet.engine.inspect.inspect``
+  (names that are also submodules are not re-exported here, to keep imports unambiguous);
 * volumes: :mod:`pallet.engine.volumes` (create, inspect, list_volumes, remove, prune);
 * options: :class:`pallet.engine.options.CreateOptions`;
 * the seam to images and storage: :mod:`pallet.engine.image_source`.
@@ -17,7 +18,10 @@ Public API (each function takes ``ctx: Context | None``; names resolve lazily so
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _API = {
     "create": "containers",
@@ -37,13 +41,10 @@ _API = {
     "top": "containers",
     "stats": "containers",
     "ports": "containers",
-    "logs": "containers",
     "exec_": "execs",
     "copy_from": "copy",
     "copy_to": "copy",
     "export": "copy",
-    "commit": "commit",
-    "inspect": "inspect",
     "CreateOptions": "options",
     "ImageSource": "image_source",
     "ImageInfo": "image_source",

@@ -18,7 +18,10 @@ import signal
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 HEADER = struct.Struct(">BI")
 STDIN, STDOUT, STDERR, EXIT, RESIZE, STDIN_EOF, SIGNAL, HELLO, ERROR = range(1, 10)

@@ -15,23 +15,23 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-import shutil
 import signal as _signal
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from pallet.engine import cgroups, spec
 from pallet.engine import runtime as rt
 from pallet.engine.errors import ContainerRunning, ContainerStateError, NoSuchContainer, NoSuchImage
-from pallet.engine.monitor import alive, proc_start_time
 from pallet.engine.options import DEFAULT_STOP_TIMEOUT, CreateOptions, parse_bytes, signal_number
+from pallet.engine.procs import alive, proc_start_time, trace
 from pallet.engine.state import ACTIVE, Container, State, now_rfc3339, state_for
 from pallet.errors import EngineError, UsageError
 
+TYPE_CHECKING = False  # importing typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.context import Context
     from pallet.engine.image_source import ImageSource
 
@@ -179,7 +179,7 @@ def create(
     src = image_source(ctx)
     img = src.resolve(image, opts.pull, opts.platform)
     platform = spec.check_platform(img.config, opts.platform)
-    cid = secrets.token_hex(32)
+    cid = os.urandom(32).hex()
     composed = spec.compose(img.config, command, opts, container_id=cid, image_name=image)
     if (composed["HostConfig"]["NetworkMode"] or "").startswith("container:"):
         other = get(composed["HostConfig"]["NetworkMode"].split(":", 1)[1], ctx)
@@ -193,7 +193,7 @@ def create(
             if m["Type"] != "volume":
                 continue
             if not m["Source"]:
-                m["Source"] = secrets.token_hex(32)
+                m["Source"] = os.urandom(32).hex()
                 made_anonymous.append(m["Source"])
                 volumes.create(m["Source"], ctx, anonymous=True)
             else:
@@ -234,6 +234,18 @@ def create(
     return record
 
 
+def _rmtree(path: str | os.PathLike[str], ignore_errors: bool = True) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
 def find_init() -> str | None:
     """A static init for --init: catatonit (podman's), tini or docker-init."""
     for name in ("catatonit", "tini-static", "docker-init", "tini"):
@@ -241,7 +253,7 @@ def find_init() -> str | None:
             p = os.path.join(d, name)
             if os.access(p, os.X_OK):
                 return p
-        p2 = shutil.which(name)
+        p2 = _which(name)
         if p2:
             return p2
     return None
@@ -313,7 +325,7 @@ def _prepare(ctx: Context, c: Container, console_size: tuple[int, int] | None) -
     img = src.lookup(c.image_id)
     if img is None:
         raise NoSuchImage(f"the image {c.image} ({c.image_id[7:19]}) of container {c.name} no longer exists")
-    rootfs = src.prepare_rootfs(c.id, img)
+    rootfs = src.prepare_rootfs(c.id, img, volatile=bool(c.config["HostConfig"].get("AutoRemove")))
     st = _state(ctx)
     st.update(c.id, rootfs=rootfs)
     cfg, hc = c.config["Config"], c.config["HostConfig"]
@@ -398,8 +410,8 @@ def _monitor_config(ctx: Context, c: Container, bundle: str):
         cgroups_path=c.config["CgroupsPath"],
         stop_signal=signal_number(cfg.get("StopSignal") or "SIGTERM"),
         ctx={
-            "root": ctx.root,
-            "runroot": ctx.runroot,
+            "root": str(ctx.root),
+            "runroot": str(ctx.runroot),
             "storage_driver": ctx.storage_driver,
             "runtime": ctx.runtime,
         },
@@ -443,6 +455,7 @@ def start(
     previous = c.status
     try:
         bundle = _prepare(ctx, c, console_size)
+        trace("prepared")
         res = monitor.spawn(_monitor_config(ctx, c, bundle), attach_client)
     except BaseException as e:
         st.transition(
@@ -491,6 +504,7 @@ def run(
     opts = options or CreateOptions()
     opts.attach = not detach
     c = create(image, command, opts, ctx)
+    trace("created")
     if on_created is not None:
         on_created(c)
     if detach:
@@ -515,6 +529,7 @@ def run(
         )
     finally:
         ours.close()
+    trace("cli: exit received")
     if result is None:
         return c, None
     if result.get("ExitCode") is None:
@@ -755,11 +770,13 @@ def _remove_storage(ctx: Context, container_id: str, *, remove_volumes: bool, de
         if remove_volumes:
             anon = st.container_volumes(container_id)
     src = image_source(ctx)
+    trace("remove: runtime state gone")
     src.remove_rootfs(container_id)
+    trace("remove: rootfs removed")
     if c is not None:
         src.unhold(c.image_id, container_id)
-    shutil.rmtree(bundle_dir(ctx, container_id), ignore_errors=True)
-    shutil.rmtree(container_dir(ctx, container_id), ignore_errors=True)
+    _rmtree(bundle_dir(ctx, container_id), ignore_errors=True)
+    _rmtree(container_dir(ctx, container_id), ignore_errors=True)
     if delete_row:
         st.delete(container_id)
     if anon:

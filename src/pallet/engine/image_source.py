@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol  # only the seam's users pay for it
 
 from pallet.errors import EngineError
 
@@ -67,10 +67,14 @@ class ImageSource(Protocol):
         """The image with this exact ID, without pulling; None if it no longer exists."""
         ...
 
-    def prepare_rootfs(self, container_id: str, image: ImageInfo) -> str:
+    def prepare_rootfs(self, container_id: str, image: ImageInfo, *, volatile: bool = False) -> str:
         """Create the container's writable layer on top of ``image`` if it does not exist yet,
         mount it, and return the mounted root filesystem's absolute path. Called at every start;
-        calling it while already mounted returns the same path."""
+        calling it while already mounted returns the same path.
+
+        ``volatile``: the layer will be deleted when the container exits (``--rm``), so the
+        driver may skip durability (overlayfs ``volatile``: no sync on unmount, which otherwise
+        flushes the whole backing filesystem), as podman does for ``--rm``."""
         ...
 
     def release_rootfs(self, container_id: str) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024
 
@@ -132,12 +131,16 @@ class LogWriter:
             self._fd = -1
 
 
-@dataclass
 class LogRecord:
-    stream: str
-    time: str
-    data: bytes
-    partial: bool = False
+    """One log entry: stream ("stdout"/"stderr"), RFC 3339 time, bytes, partial line or not."""
+
+    __slots__ = ("data", "partial", "stream", "time")
+
+    def __init__(self, stream: str, time: str, data: bytes, partial: bool = False) -> None:
+        self.stream, self.time, self.data, self.partial = stream, time, data, partial
+
+    def __repr__(self) -> str:
+        return f"LogRecord({self.stream!r}, {self.time!r}, {self.data!r}, {self.partial})"
 
 
 def _parse_time_ns(text: str) -> int:

@@ -19,7 +19,6 @@ beyond os-level calls, to keep its resident memory small.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import json
@@ -30,74 +29,87 @@ import socket
 import struct
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
-from typing import Any
 
 from pallet.engine import attach as proto
 from pallet.engine import cgroups
 from pallet.engine.logs import LogWriter
-from pallet.engine.runtime import classify, last_error
+from pallet.engine.procs import alive, proc_start_time, trace  # noqa: F401 - re-exported
+
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 _BACKPRESSURE = 4 << 20
 _DRAIN_TIMEOUT = 2.0
+#: seconds a container runs before its monitor re-executes into a slim interpreter
+_SLIM_AFTER = 1.0
+_NO_REEXEC = bool(os.environ.get("PALLET_MONITOR_NO_REEXEC"))
 
 
-@dataclass
 class MonitorConfig:
-    """Everything the monitor needs, computed by the CLI before it forks."""
+    """Everything the monitor needs, computed by the CLI before it forks (JSON-serialisable,
+    as it is handed to the slim interpreter the monitor re-executes into)."""
 
-    container_id: str
-    root: str
-    runroot: str
-    bundle: str
-    runtime_name: str
-    runtime_path: str
-    runtime_root: str
-    tty: bool
-    open_stdin: bool
-    stdin_once: bool
-    log_path: str
-    log_driver: str
-    log_max_size: int
-    log_max_file: int
-    restart_name: str
-    restart_max: int
-    restart_count: int
-    auto_remove: bool
-    healthcheck: dict[str, Any] | None
-    cgroups_path: str
-    stop_signal: int
-    ctx: dict[str, Any] = field(default_factory=dict)
+    FIELDS = ("container_id", "root", "runroot", "bundle", "runtime_name", "runtime_path", "runtime_root",
+              "tty", "open_stdin", "stdin_once", "log_path", "log_driver", "log_max_size", "log_max_file",
+              "restart_name", "restart_max", "restart_count", "auto_remove", "healthcheck", "cgroups_path",
+              "stop_signal", "ctx")
+
+    def __init__(self, **kw: Any) -> None:
+        kw.setdefault("ctx", {})
+        missing = [f for f in self.FIELDS if f not in kw]
+        if missing:
+            raise TypeError(f"MonitorConfig: missing {', '.join(missing)}")
+        self.__dict__.update({f: kw[f] for f in self.FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.FIELDS}
 
 
-def proc_start_time(pid: int) -> int:
-    """Field 22 of /proc/PID/stat (start time in clock ticks): with the pid, a unique identity."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    try:
-        return int(data[data.rindex(b")") + 2 :].split()[19])
-    except (ValueError, IndexError):
-        return 0
+class _Row:
+    """The few columns the monitor reads back, as attributes."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
 
 
-def alive(pid: int, start: int) -> bool:
-    """Is the process ``pid`` still the one that started at ``start`` (and not a zombie)?"""
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    rest = data[data.rindex(b")") + 2 :].split()
-    if rest[0] in (b"Z", b"X"):
-        return False
-    return start == 0 or int(rest[19]) == start
+class _MonitorState:
+    """Row operations on the engine database, on pallet.engine.db only (no dataclasses)."""
+
+    _COLUMNS = ("status", "stop_requested", "exit_code", "oom_killed", "finished_at", "started_at")
+
+    def __init__(self, root: str) -> None:
+        self.path = os.path.join(root, "engine", "engine.db")
+        self._conn = None
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            from pallet.engine import db
+
+            self._conn = db.connect(self.path)
+        return self._conn
+
+    def update(self, container_id: str, **fields: Any) -> None:
+        from pallet.engine import db
+
+        db.update(self.conn, container_id, **fields)
+
+    def transition(self, container_id: str, from_states: Any, **fields: Any) -> bool:
+        from pallet.engine import db
+
+        return db.transition(self.conn, container_id, from_states, **fields)
+
+    def find(self, container_id: str) -> _Row | None:
+        from pallet.engine import db
+
+        row = db.fetch(self.conn, container_id, *self._COLUMNS)
+        if row is None:
+            return None
+        row["stop_requested"] = bool(row["stop_requested"])
+        row["oom_killed"] = bool(row["oom_killed"])
+        return _Row(row)
 
 
 # -- the CLI side ----------------------------------------------------------------------------------
@@ -127,7 +139,7 @@ def spawn(cfg: MonitorConfig, client: socket.socket | None = None) -> dict[str, 
             code = _monitor_main(cfg, w, client)
         except BaseException:
             with contextlib.suppress(Exception):
-                traceback.print_exc()
+                __import__("traceback").print_exc()
                 sys.stderr.flush()
             code = 1
         finally:
@@ -168,6 +180,8 @@ def _monitor_main(cfg: MonitorConfig, sync_fd: int, client: socket.socket | None
     for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(s, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     try:
@@ -214,8 +228,22 @@ class Client:
 
 class Monitor:
     def __init__(self, cfg: MonitorConfig, sync_fd: int, client: socket.socket | None) -> None:
-        self.cfg = cfg
+        self._common(cfg)
         self.sync_fd = sync_fd
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        proto.bind(self.listener, os.path.join(cfg.bundle, "attach"))
+        self.listener.listen(32)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        if client is not None:
+            client.setblocking(False)
+            c = Client(client, stdin=cfg.open_stdin, stdout=True, stderr=True, hello=True, initial=True)
+            self._add_client(c)
+
+    def _common(self, cfg: MonitorConfig) -> None:
+        self.cfg = cfg
+        self.sync_fd = -1
+        self.slim = False
         self.sel = selectors.DefaultSelector()
         self.clients: list[Client] = []
         self.pid = 0
@@ -245,24 +273,13 @@ class Monitor:
             if cfg.log_driver != "none"
             else None
         )
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        proto.bind(self.listener, os.path.join(cfg.bundle, "attach"))
-        self.listener.listen(32)
-        self.listener.setblocking(False)
-        self.sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
-        if client is not None:
-            client.setblocking(False)
-            c = Client(client, stdin=cfg.open_stdin, stdout=True, stderr=True, hello=True, initial=True)
-            self._add_client(c)
 
     # -- state ----------------------------------------------------------------------------------
     @property
     def state(self):
         if self._state is None:
-            from pallet.engine.state import state_for
-
-            self._state = state_for(self.cfg.root)  # type: ignore[assignment]
+            self._state = _MonitorState(self.cfg.root)  # type: ignore[assignment]
         return self._state
 
     def _sync(self, msg: dict[str, Any]) -> None:
@@ -273,10 +290,14 @@ class Monitor:
             self.sync_fd = -1
 
     # -- main -----------------------------------------------------------------------------------
-    def run(self) -> int:
+    def _install_signals(self) -> None:
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD, signal.SIGUSR1})
+
+    def run(self) -> int:
+        self._install_signals()
         err = self._start_container()
         if err is not None:
             self._start_failed(err)
@@ -296,6 +317,8 @@ class Monitor:
 
     def _start_container(self) -> Exception | None:
         """Run the runtime; the container's init ends up our child. None on success."""
+        from pallet.engine.runtime import classify, last_error
+
         cfg = self.cfg
         pidfile = os.path.join(cfg.bundle, "pid")
         rtlog = os.path.join(cfg.bundle, "runtime.log")
@@ -351,7 +374,9 @@ class Monitor:
         for fd in child_fds:
             os.close(fd)
         os.close(devnull)
+        trace("monitor: runtime spawned")
         status = self._wait_pid(rt_pid)
+        trace("monitor: runtime exited")
         if status != 0:
             msg = last_error(rtlog)
             if not msg:
@@ -396,7 +421,7 @@ class Monitor:
         self.ctr_status = None
         self.started_mono = time.monotonic()
         start = proc_start_time(self.pid)
-        from pallet.engine.state import now_rfc3339
+        from pallet.engine.db import now_rfc3339
 
         health = None
         if self._health_enabled():
@@ -455,7 +480,7 @@ class Monitor:
 
     def _start_failed(self, err: Exception) -> None:
         """The container never ran: record why, clean up, tell the CLI."""
-        from pallet.engine.state import now_rfc3339
+        from pallet.engine.db import now_rfc3339
 
         code = getattr(err, "exit_code", 125)
         msg = str(err)
@@ -481,6 +506,7 @@ class Monitor:
     # -- event loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
+            self._maybe_slim()
             timeout = self._next_timeout()
             for key, mask in self.sel.select(timeout):
                 kind, arg = key.data
@@ -541,6 +567,7 @@ class Monitor:
                 self.health_proc["deadline"] if self.health_proc else None,
                 self.drain_deadline if self.ctr_status is not None else None,
                 self.restart_at,
+                self._slim_deadline(),
             )
             if d is not None
         ]
@@ -566,6 +593,96 @@ class Monitor:
             elif self.health_proc is not None and pid == self.health_proc["pid"]:
                 self.health_proc["status"] = os.waitstatus_to_exitcode(status)
                 self._maybe_finish_health()
+
+    # -- slimming down: re-exec into a small interpreter ------------------------------------------------
+    def _slim_deadline(self) -> float | None:
+        if self.slim or not self.pid or self.ctr_status is not None or _NO_REEXEC:
+            return None
+        return self.started_mono + _SLIM_AFTER
+
+    def _maybe_slim(self) -> None:
+        """Once the container has run a moment, trade this forked CLI (argparse, logging, the whole
+        engine: ~11 MB of heap) for a fresh interpreter that imports only the monitor's modules."""
+        deadline = self._slim_deadline()
+        if deadline is None or time.monotonic() < deadline:
+            return
+        if self.restart_at is not None or self.health_proc is not None or self.drain_deadline is not None:
+            return
+        if self.stdin_buf or any(c.out or c.reader.buf for c in self.clients):
+            return
+        self._reexec()
+
+    def _reexec(self) -> None:
+        import pallet
+
+        keep = [*self.out_fds, self.listener.fileno(), *(c.sock.fileno() for c in self.clients)]
+        if self.stdin_fd >= 0:
+            keep.append(self.stdin_fd)
+        state = {
+            "cfg": self.cfg.to_dict(),
+            "pid": self.pid,
+            "out_fds": {str(k): v for k, v in self.out_fds.items()},
+            "stdin_fd": self.stdin_fd, "stdin_eof": self.stdin_eof, "master": self.master,
+            "listener": self.listener.fileno(), "restart_count": self.restart_count, "backoff": self.backoff,
+            "started_mono": self.started_mono, "health": self.health, "health_next": self.health_next,
+            "pending_size": self.pending_size,
+            "clients": [{"fd": c.sock.fileno(), "stdin": c.stdin, "stdout": c.stdout, "stderr": c.stderr,
+                         "hello": c.hello, "initial": c.initial} for c in self.clients],
+            "log_pending": {k: v.decode("latin-1") for k, v in self.log._pending.items()} if self.log else {},
+            "sys_path": list(sys.path),
+            "pallet_path": os.path.dirname(os.path.dirname(os.path.abspath(pallet.__file__))),
+        }
+        # signals that arrive while the new interpreter starts stay pending (the mask survives exec)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGUSR1})
+        fd = os.memfd_create("pallet-monitor-state")
+        os.write(fd, json.dumps(state).encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        if self.log is not None and self.log._fd >= 0:
+            os.close(self.log._fd)
+        if self._state is not None and self._state._conn is not None:
+            self._state._conn.close()
+        for k in [*keep, fd]:
+            os.set_inheritable(k, True)
+        trace("monitor: re-exec")
+        boot = ("import sys,os,json;f=os.fdopen(int(sys.argv[1]),'rb');s=json.load(f);f.close();"
+                "sys.path.insert(0,s['pallet_path']);from pallet.engine.monitor import resume;resume(s)")
+        os.execv(sys.executable, [sys.executable, "-S", "-s", "-B", "-c", boot, str(fd)])
+
+    @classmethod
+    def _restore(cls, state: dict[str, Any]) -> Monitor:
+        m = cls.__new__(cls)
+        cfg = MonitorConfig(**state["cfg"])
+        m._common(cfg)
+        m.slim = True
+        m.pid = state["pid"]
+        m.started_mono = state["started_mono"]
+        m.restart_count = state["restart_count"]
+        m.backoff = state["backoff"]
+        m.health = state["health"]
+        m.health_next = state["health_next"]
+        m.pending_size = tuple(state["pending_size"]) if state["pending_size"] else None
+        m.stdin_fd = state["stdin_fd"]
+        m.stdin_eof = state["stdin_eof"]
+        m.master = state["master"]
+        m.out_fds = {int(k): v for k, v in state["out_fds"].items()}
+        if m.log is not None:
+            m.log._pending = {k: v.encode("latin-1") for k, v in state["log_pending"].items()}
+        fds = [*m.out_fds, state["listener"], *(c["fd"] for c in state["clients"])]
+        if m.stdin_fd >= 0:
+            fds.append(m.stdin_fd)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        for fd in m.out_fds:
+            m.sel.register(fd, selectors.EVENT_READ, ("out", fd))
+        m.listener = socket.socket(fileno=state["listener"])
+        m.listener.setblocking(False)
+        m.sel.register(m.listener, selectors.EVENT_READ, ("listen", None))
+        for c in state["clients"]:
+            sock = socket.socket(fileno=c["fd"])
+            sock.setblocking(False)
+            m._add_client(Client(sock, stdin=c["stdin"], stdout=c["stdout"], stderr=c["stderr"],
+                                 hello=c["hello"], initial=c["initial"]))
+        return m
 
     # -- clients ----------------------------------------------------------------------------------
     def _add_client(self, c: Client) -> None:
@@ -689,7 +806,7 @@ class Monitor:
             return
         except OSError as e:
             if e.errno not in (errno.EIO, errno.EBADF):  # EIO: the pty's last user is gone
-                traceback.print_exc()
+                __import__("traceback").print_exc()
             data = b""
         if not data:
             with contextlib.suppress(KeyError, ValueError):
@@ -795,7 +912,7 @@ class Monitor:
     # -- exit -------------------------------------------------------------------------------------
     def _after_exit(self) -> bool:
         """The container exited and its output is drained. True when the monitor is done."""
-        from pallet.engine.state import now_rfc3339
+        from pallet.engine.db import now_rfc3339
 
         for fd in list(self.out_fds):
             self._read_output(fd)  # whatever is left within the deadline
@@ -805,8 +922,10 @@ class Monitor:
             self.log.flush()
         status = self.ctr_status if self.ctr_status is not None else 255
         exit_code = status if status >= 0 else 128 - status
+        trace("monitor: container exited, output drained")
         oom = cgroups.oom_kills(self.cfg.cgroups_path) > 0
         self._runtime_delete()
+        trace("monitor: runtime delete done")
         if self.health_proc is not None:
             with contextlib.suppress(OSError):
                 os.kill(self.health_proc["pid"], signal.SIGKILL)
@@ -849,7 +968,7 @@ class Monitor:
     def _final_exit(
         self, *, stopped: bool, exit_code: int | None = None, oom: bool = False, finished: str | None = None
     ) -> None:
-        from pallet.engine.state import ACTIVE, now_rfc3339
+        from pallet.engine.db import ACTIVE, now_rfc3339
 
         cid = self.cfg.container_id
         c = self.state.find(cid)
@@ -887,6 +1006,7 @@ class Monitor:
                 health=self._final_health(),
             )
             self._finish_cleanup(remove=False)
+        trace("monitor: cleanup done")
         self._broadcast_exit({"ExitCode": exit_code, "OOMKilled": oom, "Removed": removed})
         self._flush_all_clients()
         for c2 in list(self.clients):
@@ -907,26 +1027,25 @@ class Monitor:
     def _finish_cleanup(self, *, remove: bool) -> None:
         """Release (or, for --rm, remove) the container's storage; never raises."""
         try:
+            from pathlib import Path
+
             from pallet.context import Context
             from pallet.engine import containers
 
-            ctx = (
-                Context(**self.cfg.ctx)
-                if self.cfg.ctx
-                else Context(
-                    root=self.cfg.root,  # type: ignore
-                    runroot=self.cfg.runroot,
-                )
-            )
+            args = dict(self.cfg.ctx or {"root": self.cfg.root, "runroot": self.cfg.runroot})
+            for k in ("root", "runroot"):
+                if args.get(k):
+                    args[k] = Path(args[k])
+            ctx = Context(**args)
             if remove:
                 containers._remove_storage(ctx, self.cfg.container_id, remove_volumes=True, delete_row=True)
             else:
                 containers._release_storage(ctx, self.cfg.container_id)
         except Exception:
-            traceback.print_exc()
+            __import__("traceback").print_exc()
 
     def _record_failed_restart(self, err: Exception) -> None:
-        from pallet.engine.state import now_rfc3339
+        from pallet.engine.db import now_rfc3339
 
         code = getattr(err, "exit_code", 125)
         self.state.transition(
@@ -1055,7 +1174,7 @@ class Monitor:
             self.health_next = time.monotonic() + self._hc_interval()
 
     def _record_health(self, code: int, output: str) -> None:
-        from pallet.engine.state import now_rfc3339
+        from pallet.engine.db import now_rfc3339
 
         hc = self.cfg.healthcheck or {}
         h = self.health or {"Status": "starting", "FailingStreak": 0, "Log": []}
@@ -1080,3 +1199,24 @@ class Monitor:
         self.health = h
         with contextlib.suppress(Exception):
             self.state.update(self.cfg.container_id, health=h)
+
+
+def resume(state: dict[str, Any]) -> None:
+    """Entry point of the slim interpreter a monitor re-executes into (see Monitor._reexec)."""
+    paths = [p for p in state["sys_path"] if p not in sys.path]
+    sys.path.extend(paths)
+    for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(s, signal.SIG_IGN)
+    code = 0
+    try:
+        m = Monitor._restore(state)
+        m._install_signals()
+        trace("monitor: resumed slim")
+        m._reap()
+        m._loop()
+    except BaseException:
+        __import__("traceback").print_exc()
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)

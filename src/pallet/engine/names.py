@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 
 ADJECTIVES = [
     "admiring",
@@ -354,12 +354,16 @@ SURNAMES = [
 ]
 
 
+def _choice(seq):
+    return seq[int.from_bytes(os.urandom(4), "big") % len(seq)]
+
+
 def random_name(taken) -> str:
     """An unused adjective_surname; after a few collisions, a numeric suffix as docker adds."""
     for attempt in range(20):
-        name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(SURNAMES)}"
+        name = f"{_choice(ADJECTIVES)}_{_choice(SURNAMES)}"
         if attempt >= 5:
-            name += str(secrets.randbelow(10))
+            name += str(_choice(range(10)))
         if not taken(name):
             return name
-    return f"pallet_{secrets.token_hex(4)}"
+    return f"pallet_{os.urandom(4).hex()}"

@@ -12,9 +12,12 @@ import os
 import re
 import signal as _signal
 from dataclasses import dataclass, field
-from typing import Any
 
 from pallet.errors import UsageError
+
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 #: default stop timeout (seconds), as docker
 DEFAULT_STOP_TIMEOUT = 10

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
 from pallet.engine.errors import CommandNotExecutable, CommandNotFound, RuntimeNotFound
 from pallet.errors import EngineError, RuntimeFailure
@@ -29,9 +26,15 @@ KNOWN_RUNTIMES = {
 }
 
 
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
 def default_runtime_name() -> str:
     """pallet-runtime when it is on PATH, else runc."""
-    return "pallet-runtime" if shutil.which("pallet-runtime") else "runc"
+    return "pallet-runtime" if _which("pallet-runtime") else "runc"
 
 
 def resolve(name: str | None) -> tuple[str, str]:
@@ -48,7 +51,7 @@ def resolve(name: str | None) -> tuple[str, str]:
             f"unknown OCI runtime {name!r}: use one of "
             f"{', '.join(sorted(set(KNOWN_RUNTIMES) - {'kata-runtime'}))} or an absolute path"
         )
-    path = shutil.which(binary)
+    path = _which(binary)
     if path is None:
         raise RuntimeNotFound(f"OCI runtime {name!r} is not installed ({binary} not found in $PATH)")
     return name, path
@@ -57,7 +60,8 @@ def resolve(name: str | None) -> tuple[str, str]:
 def last_error(log_path: str | os.PathLike[str]) -> str:
     """The last error message in a runtime's JSON log ('' if none)."""
     try:
-        data = Path(log_path).read_bytes()
+        with open(log_path, "rb") as f:
+            data = f.read()
     except OSError:
         return ""
     msg = ""
@@ -92,13 +96,14 @@ def classify(message: str) -> EngineError:
     return RuntimeFailure(message or "the OCI runtime failed")
 
 
-@dataclass
 class Runtime:
     """One runtime binary with its state directory."""
 
-    name: str
-    path: str
-    state_root: str
+    def __init__(self, name: str, path: str, state_root: str) -> None:
+        self.name, self.path, self.state_root = name, path, state_root
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.name!r}, {self.path!r}, {self.state_root!r})"
 
     @classmethod
     def for_container(

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from pallet.errors import EngineError, UsageError
+
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 #: docker's default capability set (moby daemon/pkg/oci/caps/defaults.go)
 DEFAULT_CAPS = [
@@ -196,7 +198,7 @@ _SECCOMP_ARCH = {
 
 def native_arch() -> str:
     """The host's architecture as Go and OCI spell it (amd64, arm64 ...)."""
-    m = platform.machine()
+    m = os.uname().machine
     return _GO_ARCH.get(m, m)
 
 
@@ -208,7 +210,7 @@ def _kernel_at_least(version: str) -> bool:
             out.append(int(digits or 0))
         return tuple(out)
 
-    return parts(platform.release()) >= parts(version)
+    return parts(os.uname().release) >= parts(version)
 
 
 def compose_seccomp(profile: dict[str, Any], bounding_caps: list[str]) -> dict[str, Any]:

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 from dataclasses import dataclass
-from typing import Any
 
 from pallet.engine import options as o
 from pallet.engine import security
 from pallet.engine.errors import PlatformMismatch
 from pallet.errors import UsageError
+
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: the network mode used when --network is not given (the bridge issue will make it "bridge")
@@ -145,7 +147,7 @@ def compose(
         raise UsageError(f"port publishing needs a bridge network; --network {network} cannot publish ports")
     hostname = opts.hostname
     if hostname is None:
-        hostname = socket.gethostname() if network == "host" else container_id[:12]
+        hostname = os.uname().nodename if network == "host" else container_id[:12]
     if len(hostname) > 64:
         raise UsageError(f"invalid hostname {hostname!r}: at most 64 characters")
     # -- resources -------------------------------------------------------------------------------

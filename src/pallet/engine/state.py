@@ -13,64 +13,20 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from pallet.engine import db
+from pallet.engine.db import ACTIVE, now_rfc3339  # noqa: F401 - re-exported
 from pallet.engine.errors import NameConflict, NoSuchContainer, NoSuchVolume
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS containers (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    image TEXT NOT NULL,
-    image_id TEXT NOT NULL,
-    created TEXT NOT NULL,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL,
-    pid INTEGER NOT NULL DEFAULT 0,
-    pid_start INTEGER NOT NULL DEFAULT 0,
-    monitor_pid INTEGER NOT NULL DEFAULT 0,
-    monitor_start INTEGER NOT NULL DEFAULT 0,
-    exit_code INTEGER NOT NULL DEFAULT 0,
-    error TEXT NOT NULL DEFAULT '',
-    started_at TEXT NOT NULL DEFAULT '',
-    finished_at TEXT NOT NULL DEFAULT '',
-    oom_killed INTEGER NOT NULL DEFAULT 0,
-    restart_count INTEGER NOT NULL DEFAULT 0,
-    stop_requested INTEGER NOT NULL DEFAULT 0,
-    health TEXT NOT NULL DEFAULT '',
-    rootfs TEXT NOT NULL DEFAULT '',
-    starts INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS volumes (
-    name TEXT PRIMARY KEY,
-    created TEXT NOT NULL,
-    driver TEXT NOT NULL DEFAULT 'local',
-    labels TEXT NOT NULL DEFAULT '{}',
-    options TEXT NOT NULL DEFAULT '{}',
-    anonymous INTEGER NOT NULL DEFAULT 0,
-    needs_copy_up INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS volume_users (
-    volume TEXT NOT NULL REFERENCES volumes(name),
-    container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
-    PRIMARY KEY (volume, container)
-);
-"""
-
-#: statuses in which a container has (or is getting) live processes or a monitor
-ACTIVE = ("starting", "running", "paused", "restarting", "stopping")
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 
-def now_rfc3339() -> str:
-    """UTC time with nanoseconds, as docker prints it (2024-01-02T03:04:05.123456789Z)."""
-    ns = time.time_ns()
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
 @dataclass
@@ -139,16 +95,6 @@ def _row_to_container(row: sqlite3.Row | tuple) -> Container:
     return Container(**d)
 
 
-def _encode(name: str, value: Any) -> Any:
-    if name in ("config",):
-        return json.dumps(value, separators=(",", ":"))
-    if name == "health":
-        return json.dumps(value, separators=(",", ":")) if value else ""
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
 @dataclass
 class Volume:
     name: str
@@ -173,20 +119,7 @@ class State:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # never share a connection across fork
-            self.dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=30000")
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='volume_users'").fetchone():
-                with _tx(conn):
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            conn.execute(stmt)
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid = db.connect(self.path), os.getpid()
         return self._conn
 
     def close(self) -> None:
@@ -196,12 +129,12 @@ class State:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with _tx(self.conn) as c:
+        with db.tx(self.conn) as c:
             yield c
 
     # -- containers -------------------------------------------------------------------------
     def insert(self, c: Container, volumes: Iterable[str] = ()) -> None:
-        values = [_encode(col, getattr(c, col)) for col in _COLUMNS]
+        values = [db.encode(col, getattr(c, col)) for col in _COLUMNS]
         try:
             with self.transaction() as conn:
                 conn.execute(
@@ -258,7 +191,7 @@ class State:
         with self.transaction() as conn:
             conn.execute(
                 f"UPDATE containers SET {sets} WHERE id=?",
-                [_encode(k, v) for k, v in fields.items()] + [container_id],
+                [db.encode(k, v) for k, v in fields.items()] + [container_id],
             )
 
     def transition(self, container_id: str, from_states: Iterable[str], **fields: Any) -> bool:
@@ -268,7 +201,7 @@ class State:
         with self.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE containers SET {sets} WHERE id=? AND status IN ({','.join('?' * len(states))})",
-                [_encode(k, v) for k, v in fields.items()] + [container_id, *states],
+                [db.encode(k, v) for k, v in fields.items()] + [container_id, *states],
             )
             return cur.rowcount == 1
 
@@ -386,14 +319,3 @@ def _row_to_volume(row: tuple) -> Volume:
         anonymous=bool(anonymous),
         needs_copy_up=bool(ncu),
     )
-
-
-@contextmanager
-def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

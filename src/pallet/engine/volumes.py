@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
-import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from pallet.engine.errors import NoSuchVolume, VolumeInUse
 from pallet.engine.options import parse_kv_list, validate_volume_name
 from pallet.engine.state import Volume, now_rfc3339, state_for
 from pallet.errors import UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.context import Context
 
 
@@ -56,7 +55,7 @@ def create(
     if driver != "local":
         raise UsageError(f"volume driver {driver!r} is not supported: only 'local'")
     if name is None:
-        name, anonymous = secrets.token_hex(32), True
+        name, anonymous = os.urandom(32).hex(), True
     validate_volume_name(name)
     opts = dict(options or {})
     for k in opts:
@@ -149,6 +148,8 @@ def _copy_tree(src: str, dst: str) -> None:
         os.chown(dst, st.st_uid, st.st_gid)
         os.chmod(dst, st.st_mode & 0o7777)
         return
+    import subprocess
+
     res = subprocess.run(
         ["cp", "-a", "--", src.rstrip("/") + "/.", dst + "/"], capture_output=True, text=True
     )
@@ -247,6 +248,8 @@ def _remove_data(ctx: Context, name: str) -> None:
     path = data_path(ctx, name)
     with contextlib.suppress(OSError):
         mounts.umount(str(path), mounts.MNT_DETACH)
+    import shutil
+
     shutil.rmtree(volumes_dir(ctx) / name, ignore_errors=True)
 
 

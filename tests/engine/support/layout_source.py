@@ -18,15 +18,9 @@ Select it with PALLET_IMAGE_SOURCE=tests.engine.support.layout_source:LayoutImag
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import os
 import shutil
-import stat
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +134,9 @@ class LayoutImageSource:
         manifest = json.loads((blobs / desc["digest"].replace(":", "/")).read_bytes())
         cfg_digest = manifest["config"]["digest"]
         config = json.loads((blobs / cfg_digest.replace(":", "/")).read_bytes())
+        import subprocess
+        import tempfile
+
         d = self._image_dir(cfg_digest)
         self.cache.mkdir(parents=True, exist_ok=True)
         with file_lock(self.cache / "lock", what="the test image cache"):
@@ -171,7 +168,7 @@ class LayoutImageSource:
     def _cdir(self, container_id: str) -> Path:
         return self.base / "containers" / container_id
 
-    def prepare_rootfs(self, container_id: str, image: ImageInfo) -> str:
+    def prepare_rootfs(self, container_id: str, image: ImageInfo, *, volatile: bool = False) -> str:
         d = self._cdir(container_id)
         merged = d / "merged"
         for sub in ("upper", "work", "merged"):
@@ -179,13 +176,10 @@ class LayoutImageSource:
         (d / "image").write_text(image.id)
         if not mounts.is_mountpoint(str(merged)):
             lower = self._image_dir(image.id) / "rootfs"
-            mounts.mount(
-                "overlay",
-                str(merged),
-                "overlay",
-                0,
-                f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}",
-            )
+            opts = f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}"
+            if volatile:  # deleted at exit (--rm): no sync of the backing filesystem on unmount
+                opts += ",volatile"
+            mounts.mount("overlay", str(merged), "overlay", 0, opts)
         return str(merged)
 
     def release_rootfs(self, container_id: str) -> None:
@@ -237,6 +231,10 @@ class LayoutImageSource:
     # -- commit ------------------------------------------------------------------------------------
     def diff_tar(self, container_id: str) -> bytes:
         """The container's changes as an OCI layer (uncompressed tar with whiteouts)."""
+        import io
+        import stat
+        import tarfile
+
         upper = self._cdir(container_id) / "upper"
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -267,6 +265,10 @@ class LayoutImageSource:
     def commit(
         self, container_id: str, parent: ImageInfo, config: dict[str, Any], names: list[str]
     ) -> ImageInfo:
+        import hashlib
+        import subprocess
+        import tempfile
+
         layer = self.diff_tar(container_id)
         diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
         config = json.loads(json.dumps(config))
@@ -304,6 +306,9 @@ class LayoutImageSource:
 
 def _apply_layer(root: Path, layer: bytes) -> None:
     """Apply an OCI layer tar (trusted: we just made it) with whiteout semantics."""
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(layer)) as tf:
         for m in tf:
             d, base = os.path.split(m.name)
