@@ -131,6 +131,9 @@ def reconcile(ctx: Context, c: Container) -> Container:
     if c.status in ("starting", "removing") and not alive(c.monitor_pid, c.monitor_start):
         st = _state(ctx)
         if c.status == "starting":
+            adopted = _adopt_started(ctx, c)
+            if adopted is not None:
+                return adopted
             back = "exited" if c.started_at else "created"
             if st.transition(c.id, ("starting",), status=back, monitor_pid=0, monitor_start=0, pid=0):
                 with contextlib.suppress(Exception):
@@ -144,6 +147,34 @@ def reconcile(ctx: Context, c: Container) -> Container:
                 return _gone(c)
         return st.find(c.id) or _gone(c)
     return c
+
+
+def _adopt_started(ctx: Context, c: Container) -> Container | None:
+    """The CLI that started ``c`` died before recording it: if its monitor lives, record it now."""
+    bundle = bundle_dir(ctx, c.id)
+    try:
+        mpid, mstart = (int(x) for x in (bundle / "monitor.pid").read_text().split())
+    except (OSError, ValueError):
+        return None
+    if not alive(mpid, mstart):
+        return None
+    try:
+        pid = int((bundle / "pid").read_text().strip())
+    except (OSError, ValueError):
+        return c  # still starting: its monitor will record the outcome
+    st = _state(ctx)
+    st.transition(
+        c.id,
+        ("starting",),
+        status="running",
+        pid=pid,
+        pid_start=proc_start_time(pid),
+        monitor_pid=mpid,
+        monitor_start=mstart,
+        started_at=c.started_at or now_rfc3339(),
+        error="",
+    )
+    return st.find(c.id) or _gone(c)
 
 
 def _gone(c: Container) -> Container:
@@ -424,11 +455,14 @@ def start(
     *,
     attach_client: socket.socket | None = None,
     console_size: tuple[int, int] | None = None,
+    launch: Any = None,
 ) -> Container:
     """Start a created or exited container; returns once it runs (or raises why it could not).
 
     ``attach_client``: one end of a socketpair that the monitor treats as an attached client
     from before the container starts (``run`` and ``start -a`` use it to lose no output).
+    ``launch``: a :class:`pallet.engine.monitor.Launch` started earlier (``run`` starts it
+    before ``create`` so the monitor's interpreter boots meanwhile); it is used up either way.
     """
     from pallet.engine import monitor
 
@@ -436,10 +470,14 @@ def start(
     st = _state(ctx)
     c = get(ref, ctx)
     if c.status in ("running", "paused", "restarting"):
+        if launch is not None:
+            launch.close()
         if attach_client is not None:
             raise ContainerStateError(f"container {c.name} is already running: use 'attach'")
         return c
     if c.status not in ("created", "exited"):
+        if launch is not None:
+            launch.close()
         raise ContainerStateError(f"cannot start container {c.name}: it is {c.status}")
     me = os.getpid()
     if not st.transition(
@@ -451,13 +489,19 @@ def start(
         stop_requested=False,
         error="",
     ):
+        if launch is not None:
+            launch.close()
         raise ContainerStateError(f"cannot start container {c.name}: another command is changing it")
     previous = c.status
     try:
+        if launch is None:
+            launch = monitor.Launch(attach_client)  # boots while we prepare
         bundle = _prepare(ctx, c, console_size)
         trace("prepared")
-        res = monitor.spawn(_monitor_config(ctx, c, bundle), attach_client)
+        res = launch.start(_monitor_config(ctx, c, bundle))
     except BaseException as e:
+        if launch is not None:
+            launch.close()
         st.transition(
             c.id,
             ("starting",),
@@ -473,10 +517,33 @@ def start(
                 remove(c.id, ctx=ctx, volumes=True)
         raise
     if "error" in res:
-        err = rt.classify(res["error"]) if res.get("exit_code") in (126, 127) else EngineError(res["error"])
-        if res.get("exit_code") not in (126, 127) and res.get("exit_code"):
-            err.exit_code = int(res["exit_code"])
+        # the container never ran: as docker, it keeps its previous state, with the error (and
+        # 126/127 as its exit code when the command could not be executed)
+        code = int(res.get("exit_code") or 125)
+        err = rt.classify(res["error"]) if code in (126, 127) else EngineError(res["error"])
+        err.exit_code = code
+        fields: dict[str, Any] = {
+            "status": previous,
+            "monitor_pid": 0,
+            "monitor_start": 0,
+            "pid": 0,
+            "error": res["error"],
+        }
+        if code in (126, 127):
+            fields["exit_code"] = code
+        if previous == "exited":
+            fields["finished_at"] = now_rfc3339()
+        st.transition(c.id, ("starting",), **fields)
+        with contextlib.suppress(Exception):
+            _release_storage(ctx, c.id)
+        if c.config["HostConfig"].get("AutoRemove"):
+            with contextlib.suppress(Exception):
+                remove(c.id, ctx=ctx, volumes=True)
         raise err
+    # the monitor records the first start through us (it then needs no database until the end);
+    # if the container already exited, the monitor's record won and this changes nothing
+    st.transition(c.id, ("starting",), **res["record"])
+    trace("cli: running recorded")
     return st.find(c.id) or c
 
 
@@ -499,25 +566,35 @@ def run(
     Returns the container and its exit status (None when detached, by -d or the detach keys).
     """
     from pallet.engine import attach as proto
+    from pallet.engine import monitor
 
     ctx = _ctx(ctx)
     opts = options or CreateOptions()
     opts.attach = not detach
-    c = create(image, command, opts, ctx)
-    trace("created")
-    if on_created is not None:
-        on_created(c)
+    ours = theirs = None
+    if not detach:
+        ours, theirs = socket.socketpair()
+    launch = monitor.Launch(theirs)  # the monitor's interpreter boots while we create and prepare
+    if theirs is not None:
+        theirs.close()
+    try:
+        c = create(image, command, opts, ctx)
+        trace("created")
+        if on_created is not None:
+            on_created(c)
+    except BaseException:
+        launch.close()
+        if ours is not None:
+            ours.close()
+        raise
     if detach:
-        return start(c.id, ctx), None
+        return start(c.id, ctx, launch=launch), None
+    assert ours is not None
     size = None
     if opts.tty and stdin_fd is not None and os.isatty(stdin_fd):
         size = proto.terminal_size(stdin_fd)
-    ours, theirs = socket.socketpair()
     try:
-        try:
-            start(c.id, ctx, attach_client=theirs, console_size=size)
-        finally:
-            theirs.close()
+        start(c.id, ctx, console_size=size, launch=launch)
         result = proto.relay(
             ours,
             stdin_fd=stdin_fd if opts.interactive else None,
@@ -527,6 +604,7 @@ def run(
             sig_proxy=sig_proxy,
             detach_keys=detach_keys if detach_keys is not None else proto.DEFAULT_DETACH_KEYS,
         )
+        finish_attached(ctx, c.id, result)
     finally:
         ours.close()
     trace("cli: exit received")
@@ -535,6 +613,14 @@ def run(
     if result.get("ExitCode") is None:
         raise EngineError(result.get("Error") or "lost the container's monitor")
     return c, int(result["ExitCode"])
+
+
+def finish_attached(ctx: Context, container_id: str, result: dict[str, Any] | None) -> None:
+    """After EXIT on an attached socket: remove the container when the monitor asked us to
+    (``--rm``: we own the 'removing' state it set). Call before closing the socket."""
+    if result and result.get("Cleanup") == "remove":
+        _remove_storage(ctx, container_id, remove_volumes=True, delete_row=True)
+        trace("cli: removed")
 
 
 def attach_socket(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from contextlib import contextmanager
+
+from pallet.engine.procs import now_rfc3339  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,13 +61,6 @@ CREATE TABLE IF NOT EXISTS volume_users (
 #: statuses in which a container has (or is getting) live processes or a monitor
 ACTIVE = ("starting", "running", "paused", "restarting", "stopping")
 _JSON_COLUMNS = ("config", "health")
-
-
-def now_rfc3339() -> str:
-    """UTC time with nanoseconds, as docker prints it (2024-01-02T03:04:05.123456789Z)."""
-    ns = time.time_ns()
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:

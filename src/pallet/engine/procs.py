@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def now_rfc3339() -> str:
+    """UTC time with nanoseconds, as docker prints it (2024-01-02T03:04:05.123456789Z)."""
+    import time
+
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
 def proc_start_time(pid: int) -> int:
     """Field 22 of /proc/PID/stat (start time in clock ticks); 0 if the process is gone."""
     try:
