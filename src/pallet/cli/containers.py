@@ -363,11 +363,25 @@ def _each(refs: list[str], fn, *, quiet: bool = False) -> int:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    import socket
+
+    from pallet.engine.monitor import Launch
+    from pallet.engine.procs import trace
+
+    trace("cli: parsed")
+    # start the monitor's interpreter first: it boots while the engine is imported and the
+    # container created and prepared
+    ours = theirs = None
+    if not args.detach:
+        ours, theirs = socket.socketpair()
+    launch = Launch(theirs)
+    if theirs is not None:
+        theirs.close()
     from pallet.engine import containers
 
     opts = _options(args)
     command = args.command or None
-    containers.trace("cli: parsed and imported")
+    trace("cli: imported")
     c, code = containers.run(
         args.image,
         command,
@@ -377,6 +391,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         sig_proxy=args.sig_proxy == "true",
         detach_keys=parse_detach_keys(args.detach_keys),
         on_created=lambda c: _write_cidfile(args.cidfile, c.id),
+        launch=launch,
+        attach_sock=ours,
     )
     if args.detach:
         print(c.id)

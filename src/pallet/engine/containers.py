@@ -26,7 +26,7 @@ from pallet.engine.errors import ContainerRunning, ContainerStateError, NoSuchCo
 from pallet.engine.options import DEFAULT_STOP_TIMEOUT, CreateOptions, parse_bytes, signal_number
 from pallet.engine.procs import alive, proc_start_time, trace
 from pallet.engine.state import ACTIVE, Container, State, now_rfc3339, state_for
-from pallet.errors import EngineError, UsageError
+from pallet.errors import EngineError, PalletError, UsageError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
@@ -560,6 +560,8 @@ def run(
     sig_proxy: bool = True,
     detach_keys: bytes | None = None,
     on_created=None,
+    launch: Any = None,
+    attach_sock: socket.socket | None = None,
 ) -> tuple[Container, int | None]:
     """``pallet run``: create, start and (unless ``detach``) relay stdio until the container exits.
 
@@ -571,12 +573,14 @@ def run(
     ctx = _ctx(ctx)
     opts = options or CreateOptions()
     opts.attach = not detach
-    ours = theirs = None
-    if not detach:
-        ours, theirs = socket.socketpair()
-    launch = monitor.Launch(theirs)  # the monitor's interpreter boots while we create and prepare
-    if theirs is not None:
-        theirs.close()
+    ours = attach_sock
+    if launch is None:  # the CLI launches it even earlier, before importing this module
+        theirs = None
+        if not detach:
+            ours, theirs = socket.socketpair()
+        launch = monitor.Launch(theirs)  # the monitor's interpreter boots while we create and prepare
+        if theirs is not None:
+            theirs.close()
     try:
         c = create(image, command, opts, ctx)
         trace("created")
@@ -619,7 +623,20 @@ def finish_attached(ctx: Context, container_id: str, result: dict[str, Any] | No
     """After EXIT on an attached socket: remove the container when the monitor asked us to
     (``--rm``: we own the 'removing' state it set). Call before closing the socket."""
     if result and result.get("Cleanup") == "remove":
-        _remove_storage(ctx, container_id, remove_volumes=True, delete_row=True)
+        me = os.getpid()
+        if _state(ctx).transition(
+            container_id,
+            ACTIVE,
+            status="removing",
+            pid=0,
+            exit_code=int(result["ExitCode"]),
+            oom_killed=bool(result.get("OOMKilled")),
+            started_at=result.get("StartedAt") or "",
+            finished_at=result.get("FinishedAt") or now_rfc3339(),
+            monitor_pid=me,
+            monitor_start=proc_start_time(me),
+        ):
+            _remove_storage(ctx, container_id, remove_volumes=True, delete_row=True)
         trace("cli: removed")
 
 
@@ -680,7 +697,12 @@ def _wait_stopped(ctx: Context, c: Container, timeout: float | None) -> bool:
 
 
 def _wake_monitor(c: Container) -> None:
-    if c.monitor_pid and alive(c.monitor_pid, c.monitor_start):
+    # while "starting", monitor_pid names the CLI that is starting it, not a monitor
+    if (
+        c.status in ("running", "paused", "restarting")
+        and c.monitor_pid
+        and alive(c.monitor_pid, c.monitor_start)
+    ):
         with contextlib.suppress(OSError):
             os.kill(c.monitor_pid, _signal.SIGUSR1)
 
@@ -693,8 +715,8 @@ def stop(ref: str, timeout: int | None = None, ctx: Context | None = None) -> Co
     if c.status not in ("running", "paused", "restarting", "stopping"):
         return c
     st.transition(c.id, ACTIVE, stop_requested=True)
+    _wake_monitor(c)  # a monitor waiting to restart re-reads the flag now, not after its back-off
     if c.status == "restarting":
-        _wake_monitor(c)
         _wait_stopped(ctx, c, 30)
         return get(c.id, ctx)
     cfg = c.config["Config"]
@@ -702,12 +724,12 @@ def stop(ref: str, timeout: int | None = None, ctx: Context | None = None) -> Co
         timeout = cfg.get("StopTimeout", DEFAULT_STOP_TIMEOUT)
     runtime = _runtime(ctx, c)
     sig = signal_number(cfg.get("StopSignal") or "SIGTERM")
-    with contextlib.suppress(EngineError):
+    with contextlib.suppress(PalletError):  # it may have exited meanwhile
         runtime.kill(c.id, sig)
     if c.status == "paused":
         runtime.call("resume", c.id)
     if not _wait_stopped(ctx, c, None if timeout is not None and timeout < 0 else float(timeout or 0)):
-        with contextlib.suppress(EngineError):
+        with contextlib.suppress(PalletError):  # it may have exited meanwhile
             runtime.kill(c.id, _signal.SIGKILL, all_procs=True)
         if not _wait_stopped(ctx, c, 30):
             raise EngineError(f"container {c.name} did not stop within 30s of SIGKILL")
@@ -799,11 +821,10 @@ def remove(ref: str, *, force: bool = False, volumes: bool = False, ctx: Context
                     "container before removing or force remove"
                 )
             st.transition(c.id, ACTIVE, stop_requested=True)
-            if c.status == "restarting":
-                _wake_monitor(c)
-            else:
+            _wake_monitor(c)
+            if c.status != "restarting":
                 runtime = _runtime(ctx, c)
-                with contextlib.suppress(EngineError):
+                with contextlib.suppress(PalletError):  # it may have exited meanwhile
                     runtime.kill(c.id, _signal.SIGKILL, all_procs=True)
                 if c.status == "paused":
                     runtime.call("resume", c.id)

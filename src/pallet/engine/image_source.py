@@ -16,11 +16,13 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol  # only the seam's users pay for it
 
 from pallet.errors import EngineError
 
+TYPE_CHECKING = False  # typing costs an import on pallet run's path; annotations are strings
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.context import Context
 
 #: pull policies as podman and docker spell them
@@ -48,8 +50,9 @@ class ImageInfo:
     size: int = 0
 
 
-class ImageSource(Protocol):
-    """Images and container root filesystems, as the engine uses them.
+class ImageSource:
+    """Images and container root filesystems, as the engine uses them (a protocol: implementations
+    need not inherit from it, they only provide these methods).
 
     Every method is safe to call from several processes at once (the monitor of one container
     and the CLI removing another), and every "remove"/"release" is idempotent, so an interrupted

@@ -35,7 +35,7 @@ import time
 from pallet.engine import attach as proto
 from pallet.engine import cgroups
 from pallet.engine.logs import LogWriter
-from pallet.engine.procs import alive, proc_start_time, trace
+from pallet.engine.procs import alive, now_rfc3339, proc_start_time, trace
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:
@@ -151,9 +151,9 @@ class Launch:
     """
 
     def __init__(self, client: socket.socket | None = None) -> None:
-        from pallet.engine.state import close_all
-
-        close_all()  # SQLite connections must not cross fork()
+        state = sys.modules.get("pallet.engine.state")
+        if state is not None:
+            state.close_all()  # SQLite connections must not cross fork()
         self.ctl, theirs = socket.socketpair()
         paths = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), *sys.path]
         argv = [
@@ -228,6 +228,7 @@ def spawn(cfg: MonitorConfig, client: socket.socket | None = None) -> dict[str, 
 
 def serve(ctl_fd: int, client_fd: int) -> None:
     """Entry point of the monitor's own interpreter: wait for the container, then monitor it."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # "re-read your state": harmless until we have one
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)  # never hold the CLI's stdout: `pallet run -d x | cat` must see EOF
@@ -893,10 +894,13 @@ class Monitor:
                 os.kill(self.health_proc["pid"], signal.SIGKILL)
         self.health_next = None
         ran_for = time.monotonic() - self.started_mono
-        c = self.state.find(self.cfg.container_id)
-        stop_requested = (
-            c is None or c.stop_requested or c.status not in ("starting", "running", "paused", "stopping")
-        )
+        if self.cfg.restart_name:
+            c = self.state.find(self.cfg.container_id)
+            stop_requested = (
+                c is None or c.stop_requested or c.status not in ("starting", "running", "paused", "stopping")
+            )
+        else:
+            stop_requested = True  # no policy: nothing to decide, and no database to open
         restart = False
         if not stop_requested:
             policy = self.cfg.restart_name
@@ -934,9 +938,16 @@ class Monitor:
     def _final_exit(
         self, *, stopped: bool, exit_code: int | None = None, oom: bool = False, finished: str | None = None
     ) -> None:
-        from pallet.engine.db import ACTIVE, now_rfc3339
-
         cid = self.cfg.container_id
+        if self.cfg.auto_remove and exit_code is not None and not stopped:
+            # an attached CLI (run --rm) records the exit and removes the container itself, as
+            # podman's does: it has the storage code loaded, which this interpreter would import
+            owner = self._initial_client_pid()
+            if owner:
+                self._hand_removal_to_client(exit_code, oom, finished or now_rfc3339())
+                return
+        from pallet.engine.db import ACTIVE
+
         c = self.state.find(cid)
         if exit_code is None:
             exit_code = c.exit_code if c is not None else 0
@@ -944,23 +955,6 @@ class Monitor:
         finished = finished or (c.finished_at if c is not None and c.finished_at else now_rfc3339())
         removed = False
         if self.cfg.auto_remove:
-            # an attached CLI (run --rm) removes the container itself, as podman's does: it has
-            # the storage code loaded already, while this interpreter would have to import it
-            owner = self._initial_client_pid()
-            if owner and self.state.transition(
-                cid,
-                ACTIVE,
-                status="removing",
-                pid=0,
-                exit_code=exit_code,
-                started_at=self.started_at or (c.started_at if c is not None else ""),
-                finished_at=finished,
-                oom_killed=oom,
-                monitor_pid=owner,
-                monitor_start=proc_start_time(owner),
-            ):
-                self._hand_removal_to_client(exit_code, oom)
-                return
             if self.state.transition(
                 cid,
                 ACTIVE,
@@ -1013,14 +1007,22 @@ class Monitor:
                 return pid if alive(pid, 0) else 0
         return 0
 
-    def _hand_removal_to_client(self, exit_code: int, oom: bool) -> None:
-        """Tell the attached CLI to remove the container; finish the job if it dies first."""
+    def _hand_removal_to_client(self, exit_code: int, oom: bool, finished: str) -> None:
+        """Tell the attached CLI to record the exit and remove the container; when it is gone
+        (its socket closed), finish whatever it did not do."""
         if self.log is not None:
             self.log.close()
             self.log = None
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self.cfg.bundle, "attach"))
-        framed = proto.jframe(proto.EXIT, {"ExitCode": exit_code, "OOMKilled": oom, "Cleanup": "remove"})
+        info = {
+            "ExitCode": exit_code,
+            "OOMKilled": oom,
+            "Cleanup": "remove",
+            "StartedAt": self.started_at,
+            "FinishedAt": finished,
+        }
+        framed = proto.jframe(proto.EXIT, info)
         for c in list(self.clients):
             if c.hello:
                 self._send(c, framed)
@@ -1037,10 +1039,31 @@ class Monitor:
                 while c.sock.recv(4096):
                     pass
             self._drop_client(c)
+        from pallet.engine.db import ACTIVE
+
+        cid = self.cfg.container_id
+        row = self.state.find(cid)
+        if row is None:
+            return
         me = os.getpid()
-        if self.state.find(self.cfg.container_id) is not None and self.state.transition(
-            self.cfg.container_id, ("removing",), monitor_pid=me, monitor_start=proc_start_time(me)
-        ):
+        if row.status in ACTIVE:  # the CLI died before recording anything
+            taken = self.state.transition(
+                cid,
+                ACTIVE,
+                status="removing",
+                pid=0,
+                exit_code=exit_code,
+                oom_killed=oom,
+                started_at=self.started_at,
+                finished_at=finished,
+                monitor_pid=me,
+                monitor_start=proc_start_time(me),
+            )
+        else:  # it died half-way through the removal
+            taken = self.state.transition(
+                cid, ("removing",), monitor_pid=me, monitor_start=proc_start_time(me)
+            )
+        if taken:
             self._finish_cleanup(remove=True)
 
     def _final_health(self) -> dict[str, Any] | None:
