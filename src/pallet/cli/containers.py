@@ -8,7 +8,6 @@ light: ``pallet run`` is benchmarked, so the engine is imported inside the handl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -98,6 +97,8 @@ def _eval(tokens: list[str], obj: Any, piped: Any = None, has_pipe: bool = False
             return v(*vals)
         return v
     if head == "json":
+        import json
+
         return json.dumps(vals[0], ensure_ascii=False, separators=(",", ":"))
     if head == "index":
         cur = vals[0]
@@ -126,6 +127,8 @@ def _eval(tokens: list[str], obj: Any, piped: Any = None, has_pipe: bool = False
 def render_format(template: str, obj: Any) -> str:
     """Render ``--format`` for one object: "json", or a Go template of the supported subset."""
     if template == "json":
+        import json
+
         return json.dumps(obj, ensure_ascii=False)
     out, i = [], 0
     text = template.replace("\\t", "\t").replace("\\n", "\n")
@@ -191,6 +194,22 @@ def parse_detach_keys(text: str | None) -> bytes | None:
         else:
             raise UsageError(f"invalid detach keys {text!r}: use ctrl-<letter> or single characters")
     return bytes(out)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse builds a formatter per add_argument (to check metavars), and each one asks the
+    terminal for its size: ask once (``run`` has ~70 options and is benchmarked)."""
+
+    _width: int | None = None
+
+    def __init__(self, prog: str, **kw: Any) -> None:
+        if _Formatter._width is None:
+            try:
+                _Formatter._width = max(40, os.get_terminal_size(sys.stdout.fileno()).columns - 2)
+            except (OSError, ValueError):
+                _Formatter._width = 78
+        kw.setdefault("width", _Formatter._width)
+        super().__init__(prog, **kw)
 
 
 class _Help(argparse.Action):
@@ -657,7 +676,7 @@ def cmd_ps(args: argparse.Namespace, ctx: Context) -> int:
         if args.format == "json":
             for r in rows:
                 r.pop("Label")
-                print(json.dumps(r, ensure_ascii=False))
+                print(__import__("json").dumps(r, ensure_ascii=False))
             return 0
         print_formatted(args.format, rows, _PS_HEADERS)
         return 0
@@ -845,7 +864,7 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
             sys.stdout.write("\033[2J\033[H")
         if args.format == "json":
             for r in rows:
-                print(json.dumps(r))
+                print(__import__("json").dumps(r))
         elif args.format:
             print_formatted(args.format, rows, headers)
         else:
@@ -1011,7 +1030,8 @@ _HELP = {
 
 def _add_verb(sub: Any, verb: str, *, aliases: tuple[str, ...] = ()) -> None:
     if verb in ("run", "create"):
-        p = sub.add_parser(verb, help=_HELP[verb], aliases=list(aliases), add_help=False)
+        p = sub.add_parser(verb, help=_HELP[verb], aliases=list(aliases), add_help=False,
+                           formatter_class=_Formatter)
         _add_create_flags(p, verb == "run")
         p.set_defaults(func=cmd_run if verb == "run" else cmd_create)
         return
