@@ -37,7 +37,10 @@ from tests.support import peers  # noqa: E402
 def sh(
     cmd: list[str], env: dict[str, str] | None = None, check: bool = True, **kw
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, env=env, check=check, capture_output=True, text=True, **kw)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)
+    if check and res.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res
 
 
 class Side:
