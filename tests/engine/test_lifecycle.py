@@ -419,3 +419,65 @@ def test_monitor_is_a_small_interpreter_that_outlives_the_cli(pallet: Pallet) ->
     pallet.ok("kill", "slim")
     info = pallet.inspect("slim")
     assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137
+
+
+def test_attached_run_forwards_signals_to_the_container(pallet: Pallet) -> None:
+    p = pallet.popen(
+        "run",
+        "--rm",
+        "small",
+        "sh",
+        "-c",
+        "trap 'echo got INT; exit 3' INT; echo ready; while true; do sleep 0.1; done",
+        stdout=subprocess.PIPE,
+    )
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"ready\n"
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 3 and out == b"got INT\n"
+
+
+def test_unless_stopped_cgroup_parent_oom_score_and_ps_flags(pallet: Pallet) -> None:
+    from pallet.engine import cgroups
+
+    cid = pallet.ok(
+        "run",
+        "-d",
+        "--name",
+        "us",
+        "--restart",
+        "unless-stopped",
+        "--cgroup-parent",
+        "/pallet-test",
+        "--oom-score-adj",
+        "500",
+        "small",
+        "sh",
+        "-c",
+        "cat /proc/self/oom_score_adj; sleep 0.3",
+    ).strip()
+    deadline = time.monotonic() + 10
+    while pallet.inspect("us")["RestartCount"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pallet.inspect("us")["RestartCount"] >= 1, "unless-stopped restarts a container that exits"
+    assert pallet.ok("logs", "--tail", "1", "us") == "500\n"
+    pallet.ok("stop", "-t", "0", "us")
+    assert pallet.inspect("us")["State"]["Status"] == "exited"
+    pallet.ok("create", "--name", "newest", "small", "true")
+    assert pallet.ok("ps", "-l", "--format", "{{.Names}}") == "newest\n"
+    assert pallet.ok("ps", "-n", "2", "--format", "{{.Names}}").split() == ["newest", "us"]
+    assert pallet.ok("ps", "-a", "--filter", "status=created", "--format", "{{.Names}}") == "newest\n"
+    assert pallet.ok("ps", "-a", "--filter", "status=exited", "--format", "{{.State}}") == "exited\n"
+    sized = pallet.ok("ps", "-a", "-s", "--filter", "name=us")
+    assert sized.splitlines()[0].split()[-1] == "SIZE" and "virtual" in sized
+    assert pallet("ps", "--filter", "status=bogus").rc == 125
+    pallet.ok("rm", "us", "newest")
+    cg = pallet.ok("run", "-d", "--cgroup-parent", "/pallet-test", "small", "sleep", "300").strip()
+    assert os.path.isdir(cgroups.controller_dir(f"/pallet-test/{cg}", "memory"))
+    pallet.ok("rm", "-f", cg)
+    for d in cgroups.all_dirs(f"/pallet-test/{cg}") + cgroups.all_dirs(f"/pallet-test/{cid}"):
+        assert not os.path.isdir(d)
+    for d in cgroups.all_dirs("/pallet-test"):
+        if os.path.isdir(d):
+            os.rmdir(d)  # our test parent, now empty

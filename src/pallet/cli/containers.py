@@ -469,7 +469,7 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
                 tty=tty,
                 detach_keys=parse_detach_keys(args.detach_keys),
             )
-            containers.finish_attached(ctx, c.id, res)
+            containers.finish_attached(ctx, c.id, res, ours)
         finally:
             ours.close()
         if res is None:
@@ -563,6 +563,12 @@ def _ps_filter(containers_: list, filters: list[str], ctx: Context) -> list:
         ):
             raise UsageError(f"invalid filter {k!r}")
         flt.setdefault(k, []).append(v)
+    for v in flt.get("status", []):
+        if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
+            raise UsageError(
+                f"invalid filter 'status={v}': use created, restarting, running, removing, "
+                "paused, exited or dead"
+            )
     out = []
     by_ref: dict[str, Any] = {}
     for key in ("before", "since"):
@@ -577,12 +583,8 @@ def _ps_filter(containers_: list, filters: list[str], ctx: Context) -> list:
             continue
         if flt.get("name") and not any(re.search(v, c.name) for v in flt["name"]):
             continue
-        if flt.get("status"):
-            for v in flt["status"]:
-                if v not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
-                    raise UsageError(f"invalid filter 'status={v}'")
-            if st not in flt["status"]:
-                continue
+        if flt.get("status") and st not in flt["status"]:
+            continue
         if flt.get("exited") and not (st == "exited" and str(c.exit_code) in flt["exited"]):
             continue
         ok = True
@@ -1030,8 +1032,9 @@ _HELP = {
 
 def _add_verb(sub: Any, verb: str, *, aliases: tuple[str, ...] = ()) -> None:
     if verb in ("run", "create"):
-        p = sub.add_parser(verb, help=_HELP[verb], aliases=list(aliases), add_help=False,
-                           formatter_class=_Formatter)
+        p = sub.add_parser(
+            verb, help=_HELP[verb], aliases=list(aliases), add_help=False, formatter_class=_Formatter
+        )
         _add_create_flags(p, verb == "run")
         p.set_defaults(func=cmd_run if verb == "run" else cmd_create)
         return

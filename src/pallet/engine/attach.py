@@ -4,7 +4,9 @@ A client (``run`` without ``-d``, ``start -a``, ``attach``, ``wait``) connects t
 unix socket ``RUNROOT/engine/<id>/attach`` and exchanges frames: a 1-byte type and a 4-byte
 big-endian length, then the payload. Clients send HELLO (which streams they want), STDIN,
 STDIN_EOF, RESIZE and SIGNAL; the monitor sends STDOUT, STDERR, and EXIT when the container
-exits (after --rm removal, so a client that sees EXIT sees the final state).
+exits (after --rm removal, so a client that sees EXIT sees the final state) — or, for an
+attached ``run --rm``, EXIT asking the client to remove the container, which it acknowledges
+with DONE before the monitor exits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 HEADER = struct.Struct(">BI")
-STDIN, STDOUT, STDERR, EXIT, RESIZE, STDIN_EOF, SIGNAL, HELLO, ERROR = range(1, 10)
+STDIN, STDOUT, STDERR, EXIT, RESIZE, STDIN_EOF, SIGNAL, HELLO, ERROR, DONE = range(1, 11)
 #: docker's default detach sequence: ctrl-p ctrl-q
 DEFAULT_DETACH_KEYS = b"\x10\x11"
 

@@ -608,7 +608,7 @@ def run(
             sig_proxy=sig_proxy,
             detach_keys=detach_keys if detach_keys is not None else proto.DEFAULT_DETACH_KEYS,
         )
-        finish_attached(ctx, c.id, result)
+        finish_attached(ctx, c.id, result, ours)
     finally:
         ours.close()
     trace("cli: exit received")
@@ -619,9 +619,12 @@ def run(
     return c, int(result["ExitCode"])
 
 
-def finish_attached(ctx: Context, container_id: str, result: dict[str, Any] | None) -> None:
+def finish_attached(
+    ctx: Context, container_id: str, result: dict[str, Any] | None, sock: socket.socket | None = None
+) -> None:
     """After EXIT on an attached socket: remove the container when the monitor asked us to
-    (``--rm``: we own the 'removing' state it set). Call before closing the socket."""
+    (``--rm``), tell it we are done and wait for it to exit, so nothing of the container is
+    left when ``run --rm`` returns. Call before closing the socket."""
     if result and result.get("Cleanup") == "remove":
         me = os.getpid()
         if _state(ctx).transition(
@@ -638,6 +641,14 @@ def finish_attached(ctx: Context, container_id: str, result: dict[str, Any] | No
         ):
             _remove_storage(ctx, container_id, remove_volumes=True, delete_row=True)
         trace("cli: removed")
+        if sock is not None:
+            from pallet.engine import attach as proto
+
+            with contextlib.suppress(OSError):
+                sock.sendall(proto.frame(proto.DONE))
+                sock.settimeout(30)
+                while sock.recv(4096):
+                    pass
 
 
 def attach_socket(

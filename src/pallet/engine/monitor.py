@@ -1032,13 +1032,20 @@ class Monitor:
             if not c.initial:
                 self._drop_client(c)
         trace("monitor: removal handed to the client")
-        for c in initial:  # wait until the CLI is done (it closes the socket) or gone
+        done = False
+        for c in initial:  # wait until the CLI says DONE, or is gone
             c.sock.setblocking(True)
             c.sock.settimeout(300)
             with contextlib.suppress(OSError):
-                while c.sock.recv(4096):
-                    pass
-            self._drop_client(c)
+                while not done:
+                    data = c.sock.recv(4096)
+                    if not data:
+                        break
+                    done = any(kind == proto.DONE for kind, _ in c.reader.feed(data))
+            if not done:
+                self._drop_client(c)
+        if done:
+            os._exit(0)  # the CLI waits for our end of the socket to close: exit, do not linger
         from pallet.engine.db import ACTIVE
 
         cid = self.cfg.container_id
