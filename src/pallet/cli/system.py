@@ -1,0 +1,277 @@
+"""``pallet info``, ``pallet version`` and ``pallet system prune|info|df``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pallet.context import Context
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def _runtime_versions() -> dict[str, str]:
+    import shutil
+    import subprocess
+
+    from pallet.engine.runtime import KNOWN_RUNTIMES
+
+    out: dict[str, str] = {}
+    for name, binary in KNOWN_RUNTIMES.items():
+        if name == "kata-runtime" or name in out:
+            continue
+        path = shutil.which(binary)
+        if not path:
+            continue
+        try:
+            res = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+            first = (res.stdout or res.stderr).splitlines()[0] if (res.stdout or res.stderr) else ""
+        except (OSError, subprocess.TimeoutExpired):
+            first = ""
+        out[name] = first
+    return out
+
+
+def _count_images(ctx: Context) -> int | None:
+    """Images in the store: the image component's list, when it is installed. (lead: wire here)"""
+    try:
+        from pallet import images  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    lister = getattr(images, "list_images", None)
+    if lister is None:
+        return None
+    try:
+        return len(list(lister(ctx=ctx)))
+    except Exception:
+        return None
+
+
+def info_dict(ctx: Context) -> dict[str, Any]:
+    """docker info's fields that mean something for pallet."""
+    from pallet import __version__
+    from pallet.engine import cgroups, containers, security
+    from pallet.engine.runtime import default_runtime_name
+
+    cs = containers.list_containers(ctx)
+    running = sum(1 for c in cs if c.status in ("running", "restarting", "stopping"))
+    paused = sum(1 for c in cs if c.status == "paused")
+    runtimes = _runtime_versions()
+    sec = ["name=seccomp,profile=builtin"]
+    if security.apparmor_enabled():
+        sec.append("name=apparmor")
+    if security.selinux_enabled():
+        sec.append("name=selinux")
+    mem = cgroups.host_memory()
+    return {
+        "ID": "",
+        "Containers": len(cs),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": len(cs) - running - paused,
+        "Images": _count_images(ctx),
+        "Driver": ctx.storage_driver or "overlay",
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": "2" if cgroups.is_v2() else "1",
+        "KernelVersion": platform.release(),
+        "OperatingSystem": _os_name(),
+        "OSType": "linux",
+        "Architecture": platform.machine(),
+        "NCPU": os.cpu_count() or 1,
+        "MemTotal": mem,
+        "Name": platform.node(),
+        "Runtimes": {k: {"path": k, "version": v} for k, v in runtimes.items()},
+        "DefaultRuntime": ctx.runtime or default_runtime_name(),
+        "InitBinary": containers.find_init() or "",
+        "SecurityOptions": sec,
+        "ServerVersion": __version__,
+        "DockerRootDir": str(ctx.root),
+        "RunRoot": str(ctx.runroot),
+    }
+
+
+def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
+    from pallet.cli.containers import bytes_size, render_format
+
+    info = info_dict(ctx)
+    if args.format:
+        print(render_format(args.format, info))
+        return 0
+    images = info["Images"]
+    lines = [
+        "Server:",
+        f" Containers: {info['Containers']}",
+        f"  Running: {info['ContainersRunning']}",
+        f"  Paused: {info['ContainersPaused']}",
+        f"  Stopped: {info['ContainersStopped']}",
+        f" Images: {images if images is not None else 'N/A'}",
+        f" Server Version: {info['ServerVersion']}",
+        f" Storage Driver: {info['Driver']}",
+        f" Logging Driver: {info['LoggingDriver']}",
+        f" Cgroup Driver: {info['CgroupDriver']}",
+        f" Cgroup Version: {info['CgroupVersion']}",
+        f" Runtimes: {' '.join(sorted(info['Runtimes']))}",
+        f" Default Runtime: {info['DefaultRuntime']}",
+        f" Init Binary: {info['InitBinary'] or 'none'}",
+        " Security Options:",
+        *[f"  {s}" for s in info["SecurityOptions"]],
+        f" Kernel Version: {info['KernelVersion']}",
+        f" Operating System: {info['OperatingSystem']}",
+        f" OSType: {info['OSType']}",
+        f" Architecture: {info['Architecture']}",
+        f" CPUs: {info['NCPU']}",
+        f" Total Memory: {bytes_size(info['MemTotal'])}",
+        f" Name: {info['Name']}",
+        f" Root Dir: {info['DockerRootDir']}",
+        f" Run Root: {info['RunRoot']}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
+    from pallet import __version__
+    from pallet.cli.containers import render_format
+    from pallet.engine.runtime import default_runtime_name
+
+    arch = platform.machine()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
+    rt_name = ctx.runtime or default_runtime_name()
+    rt_version = _runtime_versions().get(rt_name, "")
+    data = {
+        "Client": {
+            "Version": __version__,
+            "PythonVersion": platform.python_version(),
+            "Os": "linux",
+            "Arch": arch,
+        },
+        "Server": {
+            "Version": __version__,
+            "Os": "linux",
+            "Arch": arch,
+            "KernelVersion": platform.release(),
+            "Components": [
+                {"Name": "Engine", "Version": __version__},
+                {"Name": rt_name, "Version": rt_version},
+            ],
+        },
+    }
+    if args.format:
+        print(render_format(args.format, data))
+        return 0
+    print(
+        "Client: pallet\n"
+        f" Version:        {__version__}\n"
+        f" Python version: {data['Client']['PythonVersion']}\n"
+        f" OS/Arch:        linux/{arch}\n\n"
+        "Server: pallet (no daemon)\n"
+        " Engine:\n"
+        f"  Version:       {__version__}\n"
+        f"  Kernel:        {platform.release()}\n"
+        f" {rt_name}:\n"
+        f"  Version:       {rt_version or 'unknown'}"
+    )
+    return 0
+
+
+def _prune_images(ctx: Context, all_images: bool) -> tuple[list[str], int] | None:
+    """Dangling (or all unused) images, via the image component when it is installed. (lead: wire here)"""
+    try:
+        from pallet import images  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    pruner = getattr(images, "prune", None)
+    if pruner is None:
+        return None
+    return pruner(ctx=ctx, all=all_images)
+
+
+def cmd_system_prune(args: argparse.Namespace, ctx: Context) -> int:
+    from pallet.cli import render
+    from pallet.engine import containers, volumes
+
+    if not args.force:
+        what = ["all stopped containers"]
+        if args.volumes:
+            what.append("all anonymous volumes not used by at least one container")
+        what.append(
+            "all images without at least one container associated to them"
+            if args.all
+            else "all dangling images"
+        )
+        sys.stdout.write(
+            "WARNING! This will remove:\n"
+            + "".join(f"  - {w}\n" for w in what)
+            + "\nAre you sure you want to continue? [y/N] "
+        )
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    total = 0
+    removed, reclaimed = containers.prune(ctx, args.filter)
+    total += reclaimed
+    if removed:
+        print("Deleted Containers:")
+        print("\n".join(removed) + "\n")
+    if args.volumes:
+        vols, vreclaimed = volumes.prune(ctx, filters=[f for f in args.filter if f.startswith("label")])
+        total += vreclaimed
+        if vols:
+            print("Deleted Volumes:")
+            print("\n".join(vols) + "\n")
+    imgs = _prune_images(ctx, args.all)
+    if imgs is not None:
+        ids, ireclaimed = imgs
+        total += ireclaimed
+        if ids:
+            print("Deleted Images:")
+            print("\n".join(ids) + "\n")
+    print(f"Total reclaimed space: {render.human_size(total)}")
+    return 0
+
+
+def register(subparsers: Any, verb: str) -> None:
+    if verb == "info":
+        p = subparsers.add_parser("info", help="show system-wide information")
+        p.add_argument("-f", "--format", help="json, or a Go template")
+        p.set_defaults(func=cmd_info)
+        return
+    if verb == "version":
+        p = subparsers.add_parser("version", help="show version information")
+        p.add_argument("-f", "--format", help="json, or a Go template")
+        p.set_defaults(func=cmd_version)
+        return
+    p = subparsers.add_parser("system", help="manage pallet")
+    sub = p.add_subparsers(dest="system_command", metavar="COMMAND", parser_class=type(p))
+    i = sub.add_parser("info", help="show system-wide information")
+    i.add_argument("-f", "--format", help="json, or a Go template")
+    i.set_defaults(func=cmd_info)
+    pr = sub.add_parser("prune", help="remove stopped containers, dangling images (and unused volumes)")
+    pr.add_argument(
+        "-a", "--all", action="store_true", help="remove all unused images, not just dangling ones"
+    )
+    pr.add_argument("--volumes", action="store_true", help="also prune anonymous volumes")
+    pr.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    pr.add_argument("--filter", action="append", default=[], help="until=, label=")
+    pr.set_defaults(func=cmd_system_prune)
+    # ---- `system df` belongs to the storage component: it registers itself here once merged. ----
+    try:
+        from pallet.cli.storage import register_system_df  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        register_system_df(sub)
