@@ -188,16 +188,26 @@ def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _prune_images(ctx: Context, all_images: bool) -> tuple[list[str], int] | None:
-    """Dangling (or all unused) images, via the image component when it is installed. (lead: wire here)"""
+def _prune_images(ctx: Context, all_images: bool) -> tuple[list[str], int]:
+    """Dangling (or all unused) images, then the unpacked layers and blobs nothing uses any more."""
+    from pallet import images
+    from pallet.images import unpack
+
+    removed = images.prune(ctx=ctx, all=all_images)
+    freed = sum(i.size for i in removed)
+    unpack.gc_layers(ctx, extra_keep=_container_parents(ctx))
+    report = images.gc(ctx)
+    return [str(i.id) for i in removed], max(freed, report.freed_bytes)
+
+
+def _container_parents(ctx: Context) -> set[str]:
+    """Layers containers stand on are kept even if their image was force-removed."""
     try:
-        from pallet import images  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    pruner = getattr(images, "prune", None)
-    if pruner is None:
-        return None
-    return pruner(ctx=ctx, all=all_images)
+        from pallet.storage.layers import LayerStore
+
+        return {c.parent for c in LayerStore(ctx).container_layers() if c.parent}
+    except Exception:
+        return set()
 
 
 def cmd_system_prune(args: argparse.Namespace, ctx: Context) -> int:
@@ -233,13 +243,11 @@ def cmd_system_prune(args: argparse.Namespace, ctx: Context) -> int:
         if vols:
             print("Deleted Volumes:")
             print("\n".join(vols) + "\n")
-    imgs = _prune_images(ctx, args.all)
-    if imgs is not None:
-        ids, ireclaimed = imgs
-        total += ireclaimed
-        if ids:
-            print("Deleted Images:")
-            print("\n".join(ids) + "\n")
+    ids, ireclaimed = _prune_images(ctx, args.all)
+    total += ireclaimed
+    if ids:
+        print("Deleted Images:")
+        print("\n".join(ids) + "\n")
     print(f"Total reclaimed space: {render.human_size(total)}")
     return 0
 
