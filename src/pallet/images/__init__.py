@@ -2,7 +2,7 @@
 
 Every function takes ``ctx: Context | None`` (None: the process default) and opens the store
 under ``ctx.root / "images"`` for the duration of the call. Pull and push live beside these
-(wired by the registry client onto :class:`pallet.store.Store`).
+(``pallet.images.remote``: the registry client, the store and layer storage composed).
 
     >>> import pallet.images as images
     >>> images.load_layout("/tmp/layout", "latest", name="small")
@@ -67,6 +67,8 @@ __all__ = [
     "lookup",
     "open_store",
     "prune",
+    "pull",
+    "push",
     "remove",
     "save",
     "save_layout",
@@ -237,3 +239,39 @@ def gc(ctx: Context | None = None) -> GCReport:
     """Delete unreferenced blobs and stale temp files."""
     with open_store(ctx) as s:
         return s.gc()
+
+
+def pull(
+    name: str,
+    ctx: Context | None = None,
+    *,
+    platform: Platform | str | None = None,
+    tls_verify: bool | None = None,
+    authfile: str | os.PathLike[str] | None = None,
+    progress: Any = None,
+) -> Image:
+    """Pull ``name`` (short names resolved through registries.conf) and unpack it; returns the image.
+
+    >>> pallet.images.pull("127.0.0.1:5000/library/busybox:latest").short_id
+    """
+    from pallet.images import remote
+
+    return remote.pull(name, ctx, platform=platform, tls_verify=tls_verify, authfile=authfile,
+                       progress=progress).image
+
+
+def push(
+    name: str,
+    destination: str | None = None,
+    ctx: Context | None = None,
+    *,
+    tls_verify: bool | None = None,
+    authfile: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+    progress: Any = None,
+) -> str:
+    """Push a local image to ``destination`` (default: its own name); returns the manifest digest."""
+    from pallet.images import remote
+
+    return str(remote.push(name, destination, ctx, tls_verify=tls_verify, authfile=authfile, format=format,
+                           progress=progress))
