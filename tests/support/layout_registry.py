@@ -18,7 +18,7 @@ class LayoutRegistry:
     """Serves ``layout`` as repository ``repo`` with the layout's ref names as tags.
 
     ``faults`` keys: "manifest" → "malformed" | "500" | "hang" | "wrong-digest";
-    "blob" → "corrupt" | "truncate" | "500" | "hang" (applied to the largest layer blob);
+    "blob" → "corrupt" | "truncate" | "500" | "hang" | "slow" (applied to the largest layer blob);
     "auth" → "basic" (every request needs Basic credentials ``user:pass``).
     """
 
@@ -125,6 +125,18 @@ class LayoutRegistry:
                     return
                 if fault == "corrupt":
                     data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                if fault == "slow" and not head:  # 16 KiB every 20 ms: a pull to kill in the middle
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for off in range(0, len(data), 16384):
+                        if reg._stop.is_set():
+                            return
+                        self.wfile.write(data[off:off + 16384])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                    return
                 if fault == "truncate" and not head:
                     # promise everything, send half, then drop the connection
                     self._send(200, data[: len(data) // 2], "application/octet-stream", length=len(data))

@@ -207,6 +207,9 @@ class _TeeReader:
             self.read(1 << 20)
 
     def close(self) -> None:
+        """The applier is done with us; the download goes on until :meth:`drain` (see _LayerJob)."""
+
+    def release(self) -> None:
         self._source.close()
 
 
@@ -237,9 +240,11 @@ class _LayerJob:
         d = self.desc
         if self.tee is not None:
             assert self.writer is not None
-            self.tee.drain()
-            self.writer.commit()
-            self.tee.close()
+            try:
+                self.tee.drain()
+                self.writer.commit()
+            finally:
+                self.tee.release()
             self.progress.finish(str(d.digest), "done")
         elif not self.store.has_blob(d.digest):
             # the layer was on disk already but its blob was not (e.g. pruned): fetch it alone
@@ -261,7 +266,7 @@ class _LayerJob:
                 self.writer.abort()
         if self.tee is not None:
             with contextlib.suppress(Exception):
-                self.tee.close()
+                self.tee.release()
 
 
 def _fetch(
