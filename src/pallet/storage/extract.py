@@ -130,7 +130,7 @@ class _WriterPool:
     the applier waits for the pool (:meth:`wait`) before anything that could: removals, replacing
     or linking a name still being written, closing directory descriptors, finishing."""
 
-    def __init__(self, workers: int, max_bytes: int = 16 << 20) -> None:
+    def __init__(self, workers: int, max_bytes: int = 8 << 20) -> None:
         # one queue per worker, a directory always to the same one: creating files in one
         # directory from several threads only contends on its lock
         self._qs: list[queue.SimpleQueue[_Job | None]] = [queue.SimpleQueue() for _ in range(workers)]
