@@ -257,7 +257,7 @@ def mount_one(root: Root, m: dict[str, Any], cgroup_mounts: Any, mount_label: st
             if extra:
                 _remount(root, dest, extra)
         elif typ in ("cgroup", "cgroup2"):
-            _mount_cgroup(root, dest, typ, flags, cgroup_mounts)
+            _mount_cgroup(root, dest, flags, cgroup_mounts)
         else:
             if typ == "tmpfs" and "tmpcopyup" in ext:
                 _tmpfs_copyup(root, dest, source, flags, ",".join(data))
@@ -295,35 +295,59 @@ def _tmpfs_copyup(root: Root, dest: str, source: str, flags: int, data: str) -> 
         os.close(fd)
 
 
-def _mount_cgroup(root: Root, dest: str, typ: str, flags: int, cgroup_mounts: Any) -> None:
-    """/sys/fs/cgroup: the container's own cgroups, as the cgroups Manager describes them."""
+class CgroupMounts:
+    """What /sys/fs/cgroup shows in the container, from the cgroups Manager (computed before
+    fork): ``mounts`` as (name, host dir, cgroup mount options), ``symlinks`` as (link, target)
+    for co-mounted controllers, and whether the container has its own cgroup namespace."""
+
+    __slots__ = ("cgroupns", "mounts", "symlinks")
+
+    def __init__(self, mounts: list[tuple[str, str, list[str]]], symlinks: list[tuple[str, str]],
+                 cgroupns: bool) -> None:
+        self.mounts, self.symlinks, self.cgroupns = mounts, symlinks, cgroupns
+
+
+def _mount_cgroup(root: Root, dest: str, flags: int, cgm: CgroupMounts) -> None:
+    """/sys/fs/cgroup: the container's own cgroup in every hierarchy (runc's layout: a tmpfs with
+    one directory per v1 hierarchy, plus ``unified`` on a hybrid host; the cgroup2 mount itself
+    on a pure v2 host). With a cgroup namespace each is a real cgroup mount, whose root the kernel
+    makes the container's cgroup; without one, a bind of the host's directory for it."""
     ro = flags & sc.MS_RDONLY
-    base = flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME)
-    if cgroup_mounts is None:
-        # cgroups not available yet: an empty read-only tmpfs keeps the host's tree out of sight
-        # (a cgroup2 mount would show it, and costs 15 ms on this hybrid host)
-        _mount_at(root, dest, "tmpfs", "tmpfs", base, "mode=755")
-        _remount(root, dest, sc.MS_RDONLY | base)
+    base = flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME | sc.MS_NOATIME)
+    entries = cgm.mounts
+    if len(entries) == 1 and entries[0][0] == "":  # pure cgroup v2: the mount is dest itself
+        _mount_one_cgroup(root, dest, entries[0][1], entries[0][2], base | ro, cgm.cgroupns)
         return
     _mount_at(root, dest, "tmpfs", "tmpfs", base, "mode=755")
-    for name, host_dir, opts in cgroup_mounts:
-        sub = dest.rstrip("/") + "/" + name
-        if opts and opts[0] == "symlink":  # (name, target, ["symlink"]): e.g. cpu -> cpu,cpuacct
-            pfd = root.mkdir_all(dest)
-            try:
-                os.symlink(host_dir, name, dir_fd=pfd)
-            finally:
-                os.close(pfd)
-            continue
-        fd = root.mkdir_all(sub)
+    for name, host_dir, opts in entries:
+        _mount_one_cgroup(root, dest.rstrip("/") + "/" + name, host_dir, opts, base | ro, cgm.cgroupns)
+    if cgm.symlinks:
+        pfd = root.mkdir_all(dest)
         try:
-            sc.mount(host_dir, _fdpath(fd), None, sc.MS_BIND | sc.MS_REC, None)
+            for link, target in cgm.symlinks:
+                try:
+                    os.symlink(target, link, dir_fd=pfd)
+                except FileExistsError:
+                    pass
         finally:
-            os.close(fd)
-        f2, _, _, _, _ = parse_options(opts)
-        _remount(root, sub, (f2 | base | ro) & ~(sc.MS_BIND | sc.MS_REC))
+            os.close(pfd)
     if ro:
         _remount(root, dest, sc.MS_RDONLY | base)
+
+
+def _mount_one_cgroup(root: Root, dest: str, host_dir: str, opts: list[str], flags: int,
+                      cgroupns: bool) -> None:
+    fd = root.mkdir_all(dest)
+    try:
+        if cgroupns:
+            fstype = "cgroup" if opts else "cgroup2"
+            source = "systemd" if opts == ["name=systemd"] else fstype
+            sc.mount(source, _fdpath(fd), fstype, flags, ",".join(opts) or None)
+            return
+        sc.mount(host_dir, _fdpath(fd), None, sc.MS_BIND | sc.MS_REC, None)
+    finally:
+        os.close(fd)
+    _remount(root, dest, flags)
 
 
 def make_parent_private(rootfs: str) -> None:

@@ -515,6 +515,13 @@ def _libc() -> Any:
     return _LIBC
 
 
+def preload() -> None:
+    """Everything load() needs, made ready before the fork (the init may have no /usr left)."""
+    import ctypes  # noqa: F401
+
+    _libc()
+
+
 def load(filt: Filter) -> int | None:
     """Install the filter in the calling process (after no_new_privs, just before exec).
 

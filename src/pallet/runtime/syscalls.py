@@ -21,6 +21,8 @@ if _MACHINE == "aarch64":
 else:
     SYS_PIVOT_ROOT, SYS_CAPGET, SYS_CAPSET, SYS_SETNS, SYS_KEYCTL = 155, 125, 126, 308, 250
 SYS_CLOSE_RANGE, SYS_OPENAT2, SYS_MOUNT_SETATTR = 436, 437, 442
+SYS_CLONE3, SYS_PIDFD_GETFD = 435, 438
+CLONE_INTO_CGROUP = 0x200000000
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -184,3 +186,34 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
 def join_session_keyring(name: str) -> int:
     """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new named session keyring for this process."""
     return _check(_syscall(ctypes.c_long(SYS_KEYCTL), ctypes.c_int(1), _b(name)), "keyctl")
+
+
+# the GIL stays held across this call (PyDLL): the child of clone3 resumes inside it and must find
+# the interpreter exactly as a fork() child would, with one thread that owns the GIL
+_pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
+_pysyscall.restype = ctypes.c_long
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(), the child born in the cgroup2 directory ``cgroup_fd`` (clone3 CLONE_INTO_CGROUP).
+
+    Moving a live process into a cgroup takes the kernel's global threadgroup lock, whose first
+    writer waits for an RCU grace period (5-30 ms here); being born there takes it only for
+    reading. Only for a single-threaded caller whose child does little before it execs or forks
+    again through glibc: glibc and Python are not told about this fork (the child's cached TID
+    is its parent's; no at-fork handlers run). Returns 0 in the child, the pid in the parent;
+    OSError if the kernel refuses (the caller falls back to os.fork()).
+    """
+    args = struct.pack("11Q", CLONE_INTO_CGROUP, 0, 0, 0, 17, 0, 0, 0, 0, 0, cgroup_fd)  # SIGCHLD
+    buf = ctypes.create_string_buffer(args, len(args))
+    return _check(_pysyscall(ctypes.c_long(SYS_CLONE3), buf, ctypes.c_size_t(len(args))), "clone3")
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """A copy of another process's fd (pidfd_getfd(2)); close-on-exec."""
+    return _check(
+        _syscall(
+            ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_int(pidfd), ctypes.c_int(targetfd), ctypes.c_uint(0)
+        ),
+        "pidfd_getfd",
+    )

@@ -2,13 +2,17 @@
 
 The process dance (runtime → intermediate → init):
 
-1. the runtime checks the config, makes the state dir and fifo and the cgroup, forks;
-2. the intermediate joins namespaces given by path, creates the user namespace (the runtime
-   writes its id maps), unshares the rest, and forks the init (a pid namespace takes effect for
-   children) then exits;
-3. the init mounts the rootfs, lets the runtime run prestart/createRuntime hooks, runs
-   createContainer hooks, pivots, finishes setup, reports "ready", and blocks opening the fifo
-   until ``start``.
+1. the runtime checks the config, compiles seccomp, makes the state dir, fifo and cgroup, and
+   forks the intermediate straight into the cgroup2 part of the cgroup (clone3 CLONE_INTO_CGROUP);
+2. the intermediate moves itself into the v1 hierarchies (cheap from inside: no global lock),
+   joins namespaces given by path, creates the user namespace (the runtime writes its id maps),
+   unshares the rest, and forks the init (a pid namespace takes effect for children), then exits;
+3. the init mounts the rootfs and makes devices, then waits while the runtime applies
+   ``linux.resources`` and runs prestart/createRuntime hooks (runc's order: limits are in place
+   before any hook or container code, and the setup itself ran without them); it runs
+   createContainer hooks, pivots, finishes setup, loads seccomp (a NOTIFY listener fd is fetched
+   by the runtime with pidfd_getfd and sent to listenerPath), reports "ready", and blocks opening
+   the fifo until ``start``.
 
 The runtime stays non-dumpable throughout (CVE-2019-5736: nothing in the container may open
 /proc/<runtime>/exe, here the Python interpreter). Any failure removes what was made.
@@ -20,7 +24,7 @@ import os
 import stat
 
 from pallet.errors import RuntimeFailure
-from pallet.runtime import capabilities, ext, hooks, log, namespaces, process, spec
+from pallet.runtime import capabilities, cgroups, hooks, log, namespaces, process, spec
 from pallet.runtime import rootfs as rfs
 from pallet.runtime import syscalls as sc
 from pallet.runtime.channel import Channel
@@ -103,14 +107,11 @@ def create(opts: CreateOptions) -> Container:
         from pallet.runtime import lsm
 
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
-    filt = None
-    if linux.get("seccomp"):
-        from pallet.runtime import seccomp
-
-        filt = ext.call(seccomp.compile_profile, linux["seccomp"])
+    cg = cgroups.manager(linux.get("cgroupsPath"), opts.id)
+    os.makedirs(opts.root, 0o711, exist_ok=True)
+    filt = compile_seccomp(linux, opts.root)
 
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
-    os.makedirs(opts.root, 0o711, exist_ok=True)
     c = Container(opts.root, opts.id)
     try:
         os.mkdir(c.dir, 0o711)
@@ -131,7 +132,7 @@ def create(opts: CreateOptions) -> Container:
         "config": cfg,
     }
     init_pid = 0
-    cg = None
+    cg_made = False
     try:
         c.save()  # "creating" is visible to ``state`` from now on
         uid_root, gid_root = _host_root_ids(linux)
@@ -139,10 +140,10 @@ def create(opts: CreateOptions) -> Container:
         os.chmod(c.fifo, 0o622)
         if uid_root or gid_root:
             os.chown(c.fifo, uid_root, gid_root)
-        cg = ext.cgroup_manager(linux.get("cgroupsPath"), opts.id)
-        if cg is not None:
-            c.data["cgroup_path"] = getattr(cg, "path", "")
-            ext.call(cg.create)
+        if cg.exists() and cg.pids():  # as runc: never share a cgroup with live processes
+            raise RuntimeFailure(f"container's cgroup {cg.path} is not empty: it has processes")
+        cg_made = True
+        cg.create()
         init_pid = _spawn(c, cfg, opts, rootfs, ns, cg, filt)
         c.data["pid"] = init_pid
         c.data["_start_time"] = proc_start_time(init_pid)
@@ -151,10 +152,26 @@ def create(opts: CreateOptions) -> Container:
         if opts.pid_file:
             atomic_write(os.path.abspath(opts.pid_file), str(init_pid).encode(), 0o644)
     except BaseException:
-        _cleanup_failed(c, init_pid, cg)
+        _cleanup_failed(c, init_pid, cg if cg_made else None)
         raise
     log.debug(f"container {opts.id} created, init pid {init_pid}")
     return c
+
+
+def compile_seccomp(linux: dict[str, Any], root: str) -> Any:
+    """The config's seccomp profile compiled before any fork (errors surface here), or None.
+
+    Compiled filters are cached under the runtime root: engines send the same default profile
+    with every container, and a cache hit costs ~2 ms where libseccomp takes ~15 ms."""
+    if not linux.get("seccomp"):
+        return None
+    from pallet.runtime import seccomp
+
+    return seccomp.compile_profile(linux["seccomp"], cache_dir=os.path.join(root, SECCOMP_CACHE))
+
+
+#: the compile cache's directory in the runtime root ('@' cannot start a container id)
+SECCOMP_CACHE = "@seccomp-cache"
 
 
 def _host_root_ids(linux: dict[str, Any]) -> tuple[int, int]:
@@ -176,7 +193,15 @@ def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
             pass
         _wait_gone(pid)
     if cg is not None:
-        ext.call(cg.destroy)
+        try:
+            for p in cg.pids():  # anything the init forked before it died (hooks, no pid ns)
+                try:
+                    os.kill(p, 9)
+                except ProcessLookupError:
+                    pass
+            cg.destroy()
+        except RuntimeFailure as e:  # the create error is the one to report
+            log.warning(f"cleaning up after a failed create: {e}")
     if "mount" not in spec.namespaces(c.data.get("config") or {}):
         rfs.unmount_under(c.data.get("rootfs") or "")
     rmtree(c.dir)
@@ -218,11 +243,12 @@ def _spawn(
     state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     ch = Channel()
     try:
-        pid = os.fork()
+        pid, in_unified = fork_in_cgroup(cg)
         if pid == 0:  # intermediate
             try:
                 ch.child_side()
-                _intermediate(ch, cfg, opts, rootfs, ns, ns_fds, state_fd, console_fd, filt, c)
+                cg.join(unified=not in_unified)
+                _intermediate(ch, cfg, opts, rootfs, ns, ns_fds, state_fd, console_fd, filt, c, cg)
             except BaseException as e:
                 _report(ch, e)
             os._exit(1)
@@ -230,11 +256,8 @@ def _spawn(
         for _, fd in ns_fds:
             os.close(fd)
         ns_fds = []
-        if cg is not None:
-            ext.call(cg.apply, pid)
-        ch.send_down("go")
         init_pid = 0
-        inter_done = ready = False
+        inter_done = reaped = ready = False
         try:
             # the intermediate's "pid" and the init's messages can arrive in either order
             while not (ready and inter_done):
@@ -246,20 +269,31 @@ def _spawn(
                     init_pid = int(payload)
                     c.data["pid"] = init_pid
                     c.save()  # if we die now, ``delete --force`` can still find and kill the init
-                    _reap(pid)
-                    inter_done = True
-                elif tag == "hooks":
-                    c.data["pid"] = int(payload)
-                    state = {**c.oci_state(), "status": "creating", "pid": c.data["pid"]}
+                    if not reaped:
+                        _reap(pid)
+                    inter_done = reaped = True
+                elif tag == "mounted":
+                    host_pid = int(payload)
+                    if not reaped:
+                        _reap(pid)  # it has forked the init and is exiting: let pids.max count 1
+                        reaped = True
+                    # the init's setup (mounts, device nodes) ran unconstrained, as in runc
+                    cg.set(linux.get("resources") or {})
                     hk = cfg.get("hooks") or {}
-                    # runtime-tools' hooks_stdin wants "created" for the (deprecated) prestart hooks
-                    hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
-                    hooks.run("createRuntime", hk.get("createRuntime"), state)
-                    ch.send_down("hooks-done")
+                    if hk.get("prestart") or hk.get("createRuntime"):
+                        state = {**c.oci_state(), "status": "creating", "pid": host_pid}
+                        # runtime-tools' hooks_stdin wants "created" for the deprecated prestart
+                        hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
+                        hooks.run("createRuntime", hk.get("createRuntime"), state)
+                    ch.send_down("mounted-done")
+                elif tag == "seccomp":
+                    host_pid, _, fd = payload.partition(" ")
+                    send_seccomp_listener(filt, int(host_pid), int(fd), c.oci_state())
+                    ch.send_down("seccomp-done")
                 elif tag == "ready":
                     ready = True
         finally:
-            if not inter_done:
+            if not reaped:
                 try:
                     os.kill(pid, 9)
                 except ProcessLookupError:
@@ -273,6 +307,44 @@ def _spawn(
             os.close(console_fd)
         for _, fd in ns_fds:
             os.close(fd)
+
+
+def fork_in_cgroup(cg: Any) -> tuple[int, bool]:
+    """fork() with the child born in the container's cgroup2 cgroup when there is one.
+
+    (pid, born_in_unified). The child then joins the v1 hierarchies itself (``Manager.join``):
+    neither step takes the kernel's global cgroup lock for writing, which a migration by pid
+    does (runc pays 5-30 ms for it on every container start here)."""
+    fd = cg.unified_fd()
+    if fd >= 0:
+        try:
+            return sc.fork_into_cgroup(fd), True
+        except OSError as e:
+            log.debug(f"clone3 into {cg.dirs.get('')}: {e.strerror}; falling back to fork")
+        finally:
+            os.close(fd)  # in the parent and (its copy) in the child
+    return os.fork(), False
+
+
+def send_seccomp_listener(filt: Any, pid: int, fd: int, state: dict[str, Any]) -> None:
+    """Fetch the NOTIFY listener fd from the container process and hand it to listenerPath.
+
+    pidfd_getfd copies the fd without a socket between us (the init is non-dumpable, but the
+    runtime is root over its user namespace)."""
+    from pallet.runtime import seccomp
+
+    try:
+        pidfd = os.pidfd_open(pid)
+        try:
+            mine = sc.pidfd_getfd(pidfd, fd)
+        finally:
+            os.close(pidfd)
+    except OSError as e:
+        raise RuntimeFailure(f"seccomp: fetching the listener fd from pid {pid}: {e.strerror}") from None
+    try:
+        seccomp.send_listener(filt, mine, filt.listener_path, {**state, "pid": pid}, filt.listener_metadata)
+    finally:
+        os.close(mine)
 
 
 def _preload(cfg: dict[str, Any]) -> None:
@@ -289,7 +361,9 @@ def _preload(cfg: dict[str, Any]) -> None:
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm  # noqa: F401
     if (cfg.get("linux") or {}).get("seccomp"):
-        from pallet.runtime import seccomp  # noqa: F401
+        from pallet.runtime import seccomp
+
+        seccomp.preload()
     capabilities.last_cap()
 
 
@@ -323,8 +397,8 @@ def _intermediate(
     console_fd: int,
     filt: Any,
     c: Container,
+    cg: Any,
 ) -> None:
-    ch.expect_down("go")
     namespaces.join(ns_fds)
     if ns.get("user", "absent") is None:
         sc.unshare(sc.CLONE_NEWUSER)
@@ -351,7 +425,7 @@ def _intermediate(
     pid = os.fork()
     if pid == 0:
         try:
-            _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c)
+            _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c, cg)
         except BaseException as e:
             _report(ch, e)
         os._exit(1)
@@ -369,10 +443,10 @@ def _init(
     console_fd: int,
     filt: Any,
     c: Container,
+    cg: Any,
 ) -> None:
     """The container's pid 1 until execve: finish setup, report ready, wait for start."""
     proc = cfg["process"]
-    linux = cfg.get("linux") or {}
     in_userns = "user" in ns
     os.setsid()
     os.umask(0)
@@ -382,19 +456,15 @@ def _init(
         _join_session_keyring(opts.id)
     cg_mounts = None
     if any(m.get("type") in ("cgroup", "cgroup2") for m in cfg.get("mounts") or []):
-        from pallet.runtime import cgroups
-
-        mgr = ext.call(cgroups.manager, linux.get("cgroupsPath"), opts.id)
-        if mgr is not None:
-            cg_mounts = ext.call(mgr.mounts_for_container)
+        cg_mounts = rfs.CgroupMounts(cg.mounts_for_container(), cg.symlinks_for_container(), "cgroup" in ns)
     own_mntns = "mount" in ns
     # without a mount namespace of its own (as runc) the mounts land in the host's, under the
     # rootfs; delete unmounts them
     root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts, private=own_mntns)
     root.close()
-    if hooks.has(cfg, "prestart", "createRuntime"):
-        ch.send_up("hooks", str(host_pid))
-        ch.expect_down("hooks-done")
+    # the runtime applies linux.resources now (devices too: our mknods are done) and runs hooks
+    ch.send_up("mounted", str(host_pid))
+    ch.expect_down("mounted-done")
     if hooks.has(cfg, "createContainer"):
         state = {**c.oci_state(), "status": "creating", "pid": host_pid}
         hooks.run("createContainer", (cfg.get("hooks") or {}).get("createContainer"), state)
@@ -423,13 +493,13 @@ def _init(
     if nnp:
         process.no_new_privileges()
     if filt is not None and not nnp:
-        _load_seccomp(filt, c)
+        _load_seccomp(ch, filt, host_pid)
     setgroups_denied = _setgroups_denied()
     process.apply_identity(proc, setgroups_denied)
     process.chdir(proc.get("cwd") or "/")
     exe = process.lookup(proc["args"][0], env)
     if filt is not None and nnp:
-        _load_seccomp(filt, c)
+        _load_seccomp(ch, filt, host_pid)
     ch.send_up("ready")
     # wait for ``start``: opening a fifo for writing blocks until a reader opens it
     fd = os.open(c.fifo.rsplit("/", 1)[1], os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
@@ -454,21 +524,14 @@ def _init(
         os._exit(getattr(e, "exit_code", 1) if isinstance(e, process.ExecFailed) else 1)
 
 
-def _load_seccomp(filt: Any, c: Container) -> None:
+def _load_seccomp(ch: Channel, filt: Any, host_pid: int) -> None:
+    """Install the filter; a NOTIFY listener fd is fetched by the runtime before we go on."""
     from pallet.runtime import seccomp
 
-    listener = ext.call(seccomp.load, filt)
+    listener = seccomp.load(filt)
     if listener is not None:
-        sec = (c.data.get("config") or {}).get("linux", {}).get("seccomp") or {}
-        if sec.get("listenerPath"):
-            ext.call(
-                seccomp.send_listener,
-                filt,
-                listener,
-                sec["listenerPath"],
-                c.oci_state(),
-                sec.get("listenerMetadata", ""),
-            )
+        ch.send_up("seccomp", f"{host_pid} {listener}")
+        ch.expect_down("seccomp-done")
         os.close(listener)
 
 
