@@ -263,3 +263,30 @@ def test_ctr_run_with_runc_binary(containerd: Path, tmp_path: Path, small_layout
         timeout=120,
     )
     assert res.returncode == 5, res.stderr
+
+
+def test_podman_limits_seccomp_pause_stats_top(podman: Podman) -> None:
+    """podman passes cgroup limits and Docker's seccomp profile; pause goes through the runtime,
+    stats and top read what the runtime set up."""
+    res = podman(
+        "run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "50", podman.image,
+        "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; "
+        "grep Seccomp: /proc/self/status",
+    )
+    assert res.stdout.split() == [str(64 * 1024 * 1024), "50", "Seccomp:", "2"], res.stdout
+    cid = podman(
+        "run", "-d", "--network", "none", "--memory", "96m", podman.image, "sleep", "60"
+    ).stdout.strip()
+    try:
+        podman("pause", cid)
+        assert podman("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "paused"
+        podman("unpause", cid)
+        assert podman("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+        stats = podman("stats", "--no-stream", "--format", "{{.MemUsage}}|{{.PIDs}}", cid).stdout.strip()
+        usage, pids = stats.split("|")
+        assert usage.split("/")[1].strip().lower() in ("96mb", "100.7mb", "96mib"), stats
+        assert pids.strip() == "1", stats
+        top = podman("top", cid, "pid", "args").stdout.splitlines()
+        assert any("sleep 60" in ln for ln in top[1:]), top
+    finally:
+        podman("rm", "-f", "-t", "0", cid)

@@ -375,6 +375,8 @@ def prepare(
     linux = cfg.get("linux") or {}
     if private:
         prop = spec.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+        if prop & sc.MS_UNBINDABLE:
+            prop = sc.MS_SLAVE | sc.MS_REC  # an unbindable rootfs could not be bound: set after pivot
         try:
             sc.mount(None, "/", None, prop, None)
         except OSError as e:
@@ -503,6 +505,21 @@ def pivot(rootfs: str, no_pivot: bool) -> None:
         raise RuntimeFailure(
             f"{'moving' if no_pivot else 'pivoting'} to the rootfs {rootfs}: {e.strerror}"
         ) from None
+
+
+def root_propagation(cfg: dict[str, Any]) -> None:
+    """Give the new root the config's ``rootfsPropagation`` (after pivot_root).
+
+    The rootfs is bound from a parent made private (pivot_root needs that), so without this the
+    root is private whatever was asked: "shared" would not propagate mounts between the root and
+    its bind mounts, "unbindable" would still be bindable (runc fails runtime-tools on both)."""
+    prop = spec.PROPAGATION.get((cfg.get("linux") or {}).get("rootfsPropagation") or "")
+    if prop and prop & (sc.MS_SHARED | sc.MS_UNBINDABLE):
+        try:
+            sc.mount(None, "/", None, prop, None)
+        except OSError as e:
+            name = cfg["linux"]["rootfsPropagation"]
+            raise MountError(f"setting / propagation to {name}: {e.strerror}") from None
 
 
 def write_sysctls(sysctl: dict[str, str]) -> None:

@@ -107,6 +107,8 @@ def create(opts: CreateOptions) -> Container:
         from pallet.runtime import lsm
 
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
+    if isinstance(proc.get("capabilities"), dict):
+        proc["capabilities"] = capabilities.grantable(proc["capabilities"], "user" in ns)
     cg = cgroups.manager(linux.get("cgroupsPath"), opts.id)
     os.makedirs(opts.root, 0o711, exist_ok=True)
     filt = compile_seccomp(linux, opts.root)
@@ -470,6 +472,7 @@ def _init(
         hooks.run("createContainer", (cfg.get("hooks") or {}).get("createContainer"), state)
     if own_mntns:
         rfs.pivot(rootfs, opts.no_pivot)
+        rfs.root_propagation(cfg)
     else:
         os.chroot(rootfs)
         os.chdir("/")

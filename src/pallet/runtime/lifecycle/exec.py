@@ -116,6 +116,11 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
         from pallet.runtime import lsm
 
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
+    if isinstance(proc.get("capabilities"), dict):
+        from pallet.runtime import capabilities
+
+        # entering a user namespace (setns) starts with a full bounding set in it
+        proc["capabilities"] = capabilities.grantable(proc["capabilities"], "user" in spec.namespaces(cfg))
     filt = compile_seccomp(linux, c.root)
     mgr = cgroups.manager(linux.get("cgroupsPath"), c.id)
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
