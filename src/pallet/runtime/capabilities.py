@@ -119,6 +119,14 @@ def grantable(caps: dict[str, list[str]], new_userns: bool) -> dict[str, list[st
                 warned.add(n)
                 log.warning(f"capability {n!r} {why}: not granted")
         out[kind] = keep
+    bounding = out.get("bounding")
+    if isinstance(bounding, list) and isinstance(out.get("inheritable"), list):
+        # capset(2) refuses an inheritable capability outside the (new) bounding set
+        for n in out["inheritable"]:
+            if n not in bounding and n not in warned:
+                warned.add(n)
+                log.warning(f"capability {n!r} is inheritable but not in the bounding set: not inheritable")
+        out["inheritable"] = [n for n in out["inheritable"] if n in bounding]
     return out
 
 
