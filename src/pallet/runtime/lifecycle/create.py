@@ -358,6 +358,8 @@ def _preload(cfg: dict[str, Any]) -> None:
         import termios  # noqa: F401
 
         from pallet.runtime import console  # noqa: F401
+    if proc.get("rlimits"):
+        import resource  # noqa: F401
     if cfg.get("hooks"):
         import subprocess  # noqa: F401
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
