@@ -151,8 +151,10 @@ class _Lock:
         self.c, self.fd = c, -1
 
     def __enter__(self) -> None:
+        # flock on the state directory itself: no lock file to create (a new inode per container
+        # on every start is measurable), and it goes away with the directory
         try:
-            self.fd = os.open(os.path.join(self.c.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.fd = os.open(self.c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ContainerNotFound(f"container {self.c.id} does not exist") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)

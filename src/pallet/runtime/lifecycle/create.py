@@ -24,8 +24,7 @@ import os
 import stat
 
 from pallet.errors import RuntimeFailure
-from pallet.runtime import capabilities, cgroups, hooks, log, namespaces, process, spec
-from pallet.runtime import rootfs as rfs
+from pallet.runtime import capabilities, cgroups, log, spec
 from pallet.runtime import syscalls as sc
 from pallet.runtime.channel import Channel
 from pallet.runtime.state import (
@@ -135,18 +134,22 @@ def create(opts: CreateOptions) -> Container:
     }
     init_pid = 0
     cg_made = False
-    try:
-        c.save()  # "creating" is visible to ``state`` from now on
+
+    def after_fork() -> None:
+        """Runtime work done while the intermediate and init set up (it only needs the fifo at
+        its very end, by the state directory's fd)."""
         uid_root, gid_root = _host_root_ids(linux)
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)
         if uid_root or gid_root:
             os.chown(c.fifo, uid_root, gid_root)
+
+    try:
         if cg.exists() and cg.pids():  # as runc: never share a cgroup with live processes
             raise RuntimeFailure(f"container's cgroup {cg.path} is not empty: it has processes")
         cg_made = True
         cg.create()
-        init_pid = _spawn(c, cfg, opts, rootfs, ns, cg, filt)
+        init_pid = _spawn(c, cfg, opts, rootfs, ns, cg, filt, after_fork)
         c.data["pid"] = init_pid
         c.data["_start_time"] = proc_start_time(init_pid)
         c.data["status"] = "created"
@@ -205,6 +208,8 @@ def _cleanup_failed(c: Container, init_pid: int, cg: Any) -> None:
         except RuntimeFailure as e:  # the create error is the one to report
             log.warning(f"cleaning up after a failed create: {e}")
     if "mount" not in spec.namespaces(c.data.get("config") or {}):
+        from pallet.runtime import rootfs as rfs
+
         rfs.unmount_under(c.data.get("rootfs") or "")
     rmtree(c.dir)
 
@@ -231,12 +236,18 @@ def _spawn(
     ns: dict[str, str | None],
     cg: Any,
     filt: Any,
+    after_fork: Any = None,
 ) -> int:
-    """Fork the intermediate, drive it and the init through setup; returns the init's host pid."""
+    """Fork the intermediate, drive it and the init through setup; returns the init's host pid.
+
+    The intermediate imports what it and the init need itself, while the runtime finishes its
+    own part (``after_fork``): on two cores the two halves of a container start overlap."""
     linux = cfg.get("linux") or {}
-    # everything the children use is imported now: after pivot_root no module can be found
-    _preload(cfg)
-    ns_fds = namespaces.open_paths(ns)
+    ns_fds: list[tuple[str, int]] = []
+    if any(ns.values()):  # namespaces given by path
+        from pallet.runtime import namespaces
+
+        ns_fds = namespaces.open_paths(ns)
     console_fd = -1
     if cfg["process"].get("terminal") and opts.console_socket:
         from pallet.runtime import console
@@ -249,6 +260,9 @@ def _spawn(
         if pid == 0:  # intermediate
             try:
                 ch.child_side()
+                # before anything that could hide the host's filesystem (setns into a mount
+                # namespace, pivot_root): every module the children use, and the cgroup files
+                _preload(cfg)
                 cg.join(unified=not in_unified)
                 _intermediate(ch, cfg, opts, rootfs, ns, ns_fds, state_fd, console_fd, filt, c, cg)
             except BaseException as e:
@@ -258,6 +272,8 @@ def _spawn(
         for _, fd in ns_fds:
             os.close(fd)
         ns_fds = []
+        if after_fork is not None:
+            after_fork()
         init_pid = 0
         inter_done = reaped = ready = False
         try:
@@ -265,6 +281,8 @@ def _spawn(
             while not (ready and inter_done):
                 tag, payload = ch.recv_up("container setup")
                 if tag == "userns":
+                    from pallet.runtime import namespaces
+
                     namespaces.write_id_maps(pid, linux)
                     ch.send_down("maps-done")
                 elif tag == "pid":
@@ -283,6 +301,8 @@ def _spawn(
                     cg.set(linux.get("resources") or {})
                     hk = cfg.get("hooks") or {}
                     if hk.get("prestart") or hk.get("createRuntime"):
+                        from pallet.runtime import hooks
+
                         state = {**c.oci_state(), "status": "creating", "pid": host_pid}
                         # runtime-tools' hooks_stdin wants "created" for the deprecated prestart
                         hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
@@ -350,6 +370,10 @@ def send_seccomp_listener(filt: Any, pid: int, fd: int, state: dict[str, Any]) -
 
 
 def _preload(cfg: dict[str, Any]) -> None:
+    """Import everything the intermediate and init will use (after pivot_root, or a setns into
+    another mount namespace, no module can be found)."""
+    from pallet.runtime import namespaces, process, rootfs  # noqa: F401
+
     proc = cfg.get("process") or {}
     if proc.get("terminal"):
         import fcntl  # noqa: F401
@@ -362,6 +386,8 @@ def _preload(cfg: dict[str, Any]) -> None:
         import resource  # noqa: F401
     if cfg.get("hooks"):
         import subprocess  # noqa: F401
+
+        from pallet.runtime import hooks  # noqa: F401
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm  # noqa: F401
     if (cfg.get("linux") or {}).get("seccomp"):
@@ -403,6 +429,8 @@ def _intermediate(
     c: Container,
     cg: Any,
 ) -> None:
+    from pallet.runtime import namespaces
+
     namespaces.join(ns_fds)
     if ns.get("user", "absent") is None:
         sc.unshare(sc.CLONE_NEWUSER)
@@ -450,6 +478,9 @@ def _init(
     cg: Any,
 ) -> None:
     """The container's pid 1 until execve: finish setup, report ready, wait for start."""
+    from pallet.runtime import process
+    from pallet.runtime import rootfs as rfs
+
     proc = cfg["process"]
     in_userns = "user" in ns
     os.setsid()
@@ -466,12 +497,24 @@ def _init(
     # rootfs; delete unmounts them
     root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts, private=own_mntns)
     root.close()
-    # the runtime applies linux.resources now (devices too: our mknods are done) and runs hooks
+    # the runtime applies linux.resources now (devices too: our mknods are done) and runs the
+    # prestart/createRuntime hooks. We wait for that here when hooks (they must see the limits and
+    # a container not yet pivoted), a terminal (opening /dev/ptmx while the device rules change)
+    # or a NOTIFY listener (its own exchange) need it; otherwise we go on with our setup and
+    # wait only before the user's identity and seccomp, while the runtime writes the limits.
     ch.send_up("mounted", str(host_pid))
-    ch.expect_down("mounted-done")
-    if hooks.has(cfg, "createContainer"):
+    synced = bool(
+        _has_hook(cfg, "prestart", "createRuntime", "createContainer")
+        or console_fd >= 0
+        or (filt is not None and filt.wants_notify)
+    )
+    if synced:
+        ch.expect_down("mounted-done")
+    if _has_hook(cfg, "createContainer"):
+        from pallet.runtime import hooks
+
         state = {**c.oci_state(), "status": "creating", "pid": host_pid}
-        hooks.run("createContainer", (cfg.get("hooks") or {}).get("createContainer"), state)
+        hooks.run("createContainer", cfg["hooks"]["createContainer"], state)
     if own_mntns:
         rfs.pivot(rootfs, opts.no_pivot)
         rfs.root_propagation(cfg)
@@ -490,6 +533,8 @@ def _init(
         sc.setdomainname(cfg["domainname"])
     if proc.get("rlimits"):
         process.set_rlimits(proc["rlimits"])
+    if not synced:
+        ch.expect_down("mounted-done")
     env = list(proc.get("env") or [])
     nfds, lenv = listen_fds()
     env += lenv + opts.extra_env
@@ -512,10 +557,12 @@ def _init(
     os.close(fd)
     os.close(state_fd)
     try:
-        if hooks.has(cfg, "startContainer"):
+        if _has_hook(cfg, "startContainer"):
+            from pallet.runtime import hooks
+
             hooks.run(
                 "startContainer",
-                (cfg.get("hooks") or {}).get("startContainer"),
+                cfg["hooks"]["startContainer"],
                 {**c.oci_state(), "status": "created", "pid": host_pid},
             )
         if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
@@ -527,6 +574,11 @@ def _init(
     except RuntimeFailure as e:
         os.write(2, f"pallet-runtime: {e}\n".encode(errors="replace"))
         os._exit(getattr(e, "exit_code", 1) if isinstance(e, process.ExecFailed) else 1)
+
+
+def _has_hook(cfg: dict[str, Any], *kinds: str) -> bool:
+    hk = cfg.get("hooks") or {}
+    return any(hk.get(k) for k in kinds)
 
 
 def _load_seccomp(ch: Channel, filt: Any, host_pid: int) -> None:

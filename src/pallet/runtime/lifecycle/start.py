@@ -39,8 +39,7 @@ def start(c: Container) -> None:
         os.unlink(c.fifo)
     except FileNotFoundError:
         pass
-    c.data["status"] = "running"
-    c.save()
+    # no save: "running" is what the kernel says once the fifo is gone (Container.status)
     cfg = c.data.get("config") or {}
     if hooks.has(cfg, "poststart"):
         hooks.run("poststart", cfg["hooks"]["poststart"], c.oci_state(), warn_only=True)
