@@ -61,7 +61,10 @@ class Channel:
         return tag, payload
 
     def send_down(self, tag: str, payload: str = "") -> None:
-        self._send(self.down_w, tag, payload)
+        try:
+            self._send(self.down_w, tag, payload)
+        except BrokenPipeError:
+            pass  # the children are gone: the next recv_up says why (their error, or EOF)
 
     def recv_up(self, who: str = "container init") -> tuple[str, str]:
         return self._recv(self.up_r, who)

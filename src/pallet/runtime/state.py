@@ -91,6 +91,11 @@ class Container:
             with open(c.state_file, "rb") as f:
                 c.data = jsonio.loads(f.read())
         except FileNotFoundError:
+            if os.path.isdir(c.dir):
+                # ``create`` has made the directory and not yet written the first state (it does
+                # once the init's pid is known, a millisecond or two later)
+                c.data = {"id": cid, "status": "creating", "pid": 0}
+                return c
             raise ContainerNotFound(f"container {cid} does not exist") from None
         except (OSError, ValueError) as e:
             raise RuntimeFailure(f"container {cid}: unreadable state: {e}") from None

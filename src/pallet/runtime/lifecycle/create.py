@@ -551,10 +551,11 @@ def _init(
     if filt is not None and nnp:
         _load_seccomp(ch, filt, host_pid)
     ch.send_up("ready")
-    # wait for ``start``: opening a fifo for writing blocks until a reader opens it
+    # wait for ``start``: opening a fifo for writing blocks until a reader opens it. The fd stays
+    # open (close-on-exec): ``start`` reads to EOF, so it returns, and runs the poststart hooks,
+    # only once we have run the startContainer hooks and exec'd the user's program (or died)
     fd = os.open(c.fifo.rsplit("/", 1)[1], os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
     os.write(fd, b"0")
-    os.close(fd)
     os.close(state_fd)
     try:
         if _has_hook(cfg, "startContainer"):
