@@ -65,6 +65,8 @@ class CreateOptions:
         self.extra_env = extra_env or []
         #: config.json already loaded (by ``run``), to read it once
         self.config = config
+        #: called in the runtime right after the fork, while the children set up
+        self.while_waiting: Any = None
 
 
 def listen_fds() -> tuple[int, list[str]]:
@@ -138,6 +140,8 @@ def create(opts: CreateOptions) -> Container:
     def after_fork() -> None:
         """Runtime work done while the intermediate and init set up (it only needs the fifo at
         its very end, by the state directory's fd)."""
+        if opts.while_waiting is not None:
+            opts.while_waiting()
         uid_root, gid_root = _host_root_ids(linux)
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)
