@@ -258,15 +258,16 @@ def _spawn(
 
         console_fd = console.connect(opts.console_socket)
     state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    # every module the children use is imported now, in the runtime: after pivot_root (or a
+    # setns into another mount namespace) nothing can be imported, and importing in the child
+    # would copy-on-write fault much of the interpreter's heap (3 ms instead of 0.6 ms)
+    _preload(cfg)
     ch = Channel()
     try:
         pid, in_unified = fork_in_cgroup(cg)
         if pid == 0:  # intermediate
             try:
                 ch.child_side()
-                # before anything that could hide the host's filesystem (setns into a mount
-                # namespace, pivot_root): every module the children use, and the cgroup files
-                _preload(cfg)
                 cg.join(unified=not in_unified)
                 _intermediate(ch, cfg, opts, rootfs, ns, ns_fds, state_fd, console_fd, filt, c, cg)
             except BaseException as e:
