@@ -18,6 +18,9 @@ from tests.runtime.conftest import runtime_binary
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
+#: containerd namespace for this test run: its containers' cgroups are /<namespace>/<id>
+CTR_NS = f"pallet-rt-{os.getpid()}"
+
 
 class Podman:
     def __init__(self, base: Path, image: str) -> None:
@@ -221,7 +224,7 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield sock
     finally:
         subprocess.run(
-            ["ctr", "-a", str(sock), "-n", "pallet-rt", "tasks", "kill", "-a", "-s", "KILL"],
+            ["ctr", "-a", str(sock), "-n", CTR_NS, "tasks", "kill", "-a", "-s", "KILL"],
             capture_output=True,
         )
         proc.terminate()
@@ -233,10 +236,17 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         log.close()
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
         subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+        from pallet.runtime.cgroups import _layout
+
+        for h in _layout.layout().hierarchies():  # the namespace's parent cgroup (empty by now)
+            try:
+                os.rmdir(h.dir_for(f"/{CTR_NS}"))
+            except OSError:
+                pass
 
 
 def test_ctr_run_with_runc_binary(containerd: Path, tmp_path: Path, small_layout: Path) -> None:
-    ctr = ["ctr", "-a", str(containerd), "-n", "pallet-rt"]
+    ctr = ["ctr", "-a", str(containerd), "-n", CTR_NS]
     archive = tmp_path / "img.tar"
     with tarfile.open(archive, "w") as tf:
         for p in sorted(small_layout.iterdir()):
