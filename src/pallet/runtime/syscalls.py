@@ -21,6 +21,10 @@ class c_uint(_ctypes._SimpleCData):
     _type_ = "I"
 
 
+class c_ushort(_ctypes._SimpleCData):
+    _type_ = "H"
+
+
 class c_long(_ctypes._SimpleCData):
     _type_ = "l"
 
