@@ -270,18 +270,27 @@ def join_session_keyring(name: str) -> int:
 _pysyscall = _PyLongFunc(("syscall", _Libc))
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """fork(), the child born in the cgroup2 directory ``cgroup_fd`` (clone3 CLONE_INTO_CGROUP).
+def clone3(flags: int = 0, cgroup_fd: int = -1) -> int:
+    """fork() through clone3(2): the child in new namespaces (``flags``: CLONE_NEW*; it is pid 1
+    of a new pid namespace itself) and born in the cgroup2 directory ``cgroup_fd``
+    (CLONE_INTO_CGROUP).
 
     Moving a live process into a cgroup takes the kernel's global threadgroup lock, whose first
     writer waits for an RCU grace period (5-30 ms here); being born there takes it only for
-    reading. Only for a single-threaded caller whose child does little before it execs or forks
-    again through glibc: glibc and Python are not told about this fork (the child's cached TID
-    is its parent's; no at-fork handlers run). Returns 0 in the child, the pid in the parent;
-    OSError if the kernel refuses (the caller falls back to os.fork()).
+    reading. Only for a single-threaded caller: glibc and Python are not told about this fork
+    (the child's cached TID in glibc is its parent's, no at-fork handlers run), which is harmless
+    for code that only makes system calls, forks again through glibc and execs. Returns 0 in the
+    child, the pid (in the caller's pid namespace) in the parent; OSError if the kernel refuses.
     """
-    args = _u64s(CLONE_INTO_CGROUP, 0, 0, 0, 17, 0, 0, 0, 0, 0, cgroup_fd)  # 17: SIGCHLD
+    if cgroup_fd >= 0:
+        flags |= CLONE_INTO_CGROUP
+    args = _u64s(flags, 0, 0, 0, 17, 0, 0, 0, 0, 0, max(cgroup_fd, 0))  # 17: SIGCHLD
     return _check(_pysyscall(c_long(SYS_CLONE3), args, c_size_t(len(args))), "clone3")
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """clone3() with only CLONE_INTO_CGROUP: a fork born in that cgroup2 cgroup."""
+    return clone3(0, cgroup_fd)
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:

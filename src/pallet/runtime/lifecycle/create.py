@@ -2,11 +2,13 @@
 
 The process dance (runtime → intermediate → init):
 
-1. the runtime checks the config, compiles seccomp, makes the state dir, fifo and cgroup, and
-   forks the intermediate straight into the cgroup2 part of the cgroup (clone3 CLONE_INTO_CGROUP);
-2. the intermediate moves itself into the v1 hierarchies (cheap from inside: no global lock),
-   joins namespaces given by path, creates the user namespace (the runtime writes its id maps),
-   unshares the rest, and forks the init (a pid namespace takes effect for children), then exits;
+1. the runtime checks the config, compiles seccomp, makes the state dir and cgroup, and forks
+   the child straight into the cgroup2 part of the cgroup (clone3 CLONE_INTO_CGROUP); the child
+   moves itself into the v1 hierarchies (cheap from inside: no global lock);
+2. without namespaces to join by path, a user or a time namespace, that child is the init,
+   cloned into its new namespaces; otherwise it is an intermediate that joins namespaces given by
+   path, creates the user namespace (the runtime writes its id maps), unshares the rest, and
+   forks the init (a pid namespace takes effect for children), then exits;
 3. the init mounts the rootfs and makes devices, then waits while the runtime applies
    ``linux.resources`` and runs prestart/createRuntime hooks (runc's order: limits are in place
    before any hook or container code, and the setup itself ran without them); it runs
@@ -242,10 +244,9 @@ def _spawn(
     filt: Any,
     after_fork: Any = None,
 ) -> int:
-    """Fork the intermediate, drive it and the init through setup; returns the init's host pid.
-
-    The intermediate imports what it and the init need itself, while the runtime finishes its
-    own part (``after_fork``): on two cores the two halves of a container start overlap."""
+    """Fork the init (directly when it can be, else through an intermediate), drive the setup;
+    returns the init's host pid. The runtime does its own part (``after_fork``) while the
+    children work: on two cores the two halves of a container start overlap."""
     linux = cfg.get("linux") or {}
     ns_fds: list[tuple[str, int]] = []
     if any(ns.values()):  # namespaces given by path
@@ -264,6 +265,16 @@ def _spawn(
     _preload(cfg)
     ch = Channel()
     try:
+        if _direct_init_ok(ns, linux):
+            init_pid = _spawn_init_directly(c, cfg, opts, rootfs, ns, cg, filt, ch, state_fd, console_fd)
+            if init_pid:
+                ch.parent_side()
+                c.data["pid"] = init_pid
+                if after_fork is not None:
+                    after_fork()
+                c.save()  # if we die now, ``delete --force`` can still find and kill the init
+                _drive(c, cfg, ch, cg, filt, linux, init_pid, intermediate=0)
+                return init_pid
         pid, in_unified = fork_in_cgroup(cg)
         if pid == 0:  # intermediate
             try:
@@ -279,54 +290,7 @@ def _spawn(
         ns_fds = []
         if after_fork is not None:
             after_fork()
-        init_pid = 0
-        inter_done = reaped = ready = False
-        try:
-            # the intermediate's "pid" and the init's messages can arrive in either order
-            while not (ready and inter_done):
-                tag, payload = ch.recv_up("container setup")
-                if tag == "userns":
-                    from pallet.runtime import namespaces
-
-                    namespaces.write_id_maps(pid, linux)
-                    ch.send_down("maps-done")
-                elif tag == "pid":
-                    init_pid = int(payload)
-                    c.data["pid"] = init_pid
-                    c.save()  # if we die now, ``delete --force`` can still find and kill the init
-                    if not reaped:
-                        _reap(pid)
-                    inter_done = reaped = True
-                elif tag == "mounted":
-                    host_pid = int(payload)
-                    if not reaped:
-                        _reap(pid)  # it has forked the init and is exiting: let pids.max count 1
-                        reaped = True
-                    # the init's setup (mounts, device nodes) ran unconstrained, as in runc
-                    cg.set(linux.get("resources") or {})
-                    hk = cfg.get("hooks") or {}
-                    if hk.get("prestart") or hk.get("createRuntime"):
-                        from pallet.runtime import hooks
-
-                        state = {**c.oci_state(), "status": "creating", "pid": host_pid}
-                        # runtime-tools' hooks_stdin wants "created" for the deprecated prestart
-                        hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
-                        hooks.run("createRuntime", hk.get("createRuntime"), state)
-                    ch.send_down("mounted-done")
-                elif tag == "seccomp":
-                    host_pid, _, fd = payload.partition(" ")
-                    send_seccomp_listener(filt, int(host_pid), int(fd), c.oci_state())
-                    ch.send_down("seccomp-done")
-                elif tag == "ready":
-                    ready = True
-        finally:
-            if not reaped:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-                _reap(pid)
-        return init_pid
+        return _drive(c, cfg, ch, cg, filt, linux, 0, intermediate=pid)
     finally:
         ch.close()
         os.close(state_fd)
@@ -334,6 +298,115 @@ def _spawn(
             os.close(console_fd)
         for _, fd in ns_fds:
             os.close(fd)
+
+
+def _direct_init_ok(ns: dict[str, str | None], linux: dict[str, Any]) -> bool:
+    """Whether the init can be cloned straight into its namespaces, without an intermediate: no
+    namespace to join by path and no user or time namespace (those need setup between the
+    namespaces' creation and the init's birth)."""
+    return not any(ns.values()) and "user" not in ns and "time" not in ns
+
+
+def _spawn_init_directly(
+    c: Container,
+    cfg: dict[str, Any],
+    opts: CreateOptions,
+    rootfs: str,
+    ns: dict[str, str | None],
+    cg: Any,
+    filt: Any,
+    ch: Channel,
+    state_fd: int,
+    console_fd: int,
+) -> int:
+    """clone3 the init into its new namespaces and the cgroup2 cgroup in one step (the common
+    case: saves a fork and a process). Returns its pid, or 0 if the kernel refuses clone3 here
+    (then the caller uses the intermediate)."""
+    from pallet.runtime import namespaces
+
+    flags = namespaces.new_flags(ns, exclude=("user", "cgroup"))
+    fd = cg.unified_fd()
+    try:
+        pid = sc.clone3(flags, fd)
+    except OSError as e:
+        log.debug(f"clone3 of the init: {e.strerror}; using an intermediate process")
+        return 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if pid == 0:  # the init, pid 1 of its namespace
+        try:
+            ch.child_side()
+            cg.join(unified=fd < 0)
+            if "cgroup" in ns:  # rooted at the cgroup we are now in
+                sc.unshare(sc.CLONE_NEWCGROUP)
+            _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c, cg)
+        except BaseException as e:
+            _report(ch, e)
+        os._exit(1)
+    return pid
+
+
+def _drive(
+    c: Container,
+    cfg: dict[str, Any],
+    ch: Channel,
+    cg: Any,
+    filt: Any,
+    linux: dict[str, Any],
+    init_pid: int,
+    intermediate: int,
+) -> int:
+    """The runtime's side of the setup: answer the children until the init is ready."""
+    pid = intermediate
+    inter_done = reaped = not intermediate
+    ready = False
+    try:
+        # the intermediate's "pid" and the init's messages can arrive in either order
+        while not (ready and inter_done):
+            tag, payload = ch.recv_up("container setup")
+            if tag == "userns":
+                from pallet.runtime import namespaces
+
+                namespaces.write_id_maps(pid, linux)
+                ch.send_down("maps-done")
+            elif tag == "pid":
+                init_pid = int(payload)
+                c.data["pid"] = init_pid
+                c.save()  # if we die now, ``delete --force`` can still find and kill the init
+                if not reaped:
+                    _reap(pid)
+                inter_done = reaped = True
+            elif tag == "mounted":
+                host_pid = int(payload)
+                if not reaped:
+                    _reap(pid)  # it has forked the init and is exiting: let pids.max count 1
+                    reaped = True
+                # the init's setup (mounts, device nodes) ran unconstrained, as in runc
+                cg.set(linux.get("resources") or {})
+                hk = cfg.get("hooks") or {}
+                if hk.get("prestart") or hk.get("createRuntime"):
+                    from pallet.runtime import hooks
+
+                    state = {**c.oci_state(), "status": "creating", "pid": host_pid}
+                    # runtime-tools' hooks_stdin wants "created" for the deprecated prestart
+                    hooks.run("prestart", hk.get("prestart"), {**state, "status": "created"})
+                    hooks.run("createRuntime", hk.get("createRuntime"), state)
+                ch.send_down("mounted-done")
+            elif tag == "seccomp":
+                host_pid, _, fd = payload.partition(" ")
+                send_seccomp_listener(filt, int(host_pid), int(fd), c.oci_state())
+                ch.send_down("seccomp-done")
+            elif tag == "ready":
+                ready = True
+    finally:
+        if not reaped:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+    return init_pid
 
 
 def fork_in_cgroup(cg: Any) -> tuple[int, bool]:
