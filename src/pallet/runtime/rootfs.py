@@ -320,7 +320,8 @@ def _mount_cgroup(root: Root, dest: str, flags: int, cgm: CgroupMounts) -> None:
         return
     _mount_at(root, dest, "tmpfs", "tmpfs", base, "mode=755")
     for name, host_dir, opts in entries:
-        _mount_one_cgroup(root, dest.rstrip("/") + "/" + name, host_dir, opts, base | ro, cgm.cgroupns)
+        _mount_one_cgroup(root, dest.rstrip("/") + "/" + name, host_dir, opts, base | ro, cgm.cgroupns,
+                          remount=False)
     if cgm.symlinks:
         pfd = root.mkdir_all(dest)
         try:
@@ -331,12 +332,27 @@ def _mount_cgroup(root: Root, dest: str, flags: int, cgm: CgroupMounts) -> None:
                     pass
         finally:
             os.close(pfd)
-    if ro:
-        _remount(root, dest, sc.MS_RDONLY | base)
+    # the binds get the mount's flags (and the tmpfs ro) in one recursive mount_setattr
+    attr = 0
+    for ms, ma in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
+                   (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV), (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC)):
+        if (base | ro) & ms:
+            attr |= ma
+    if attr:
+        fd = root.open(dest)
+        try:
+            sc.mount_setattr_fd(fd, attr)
+        except OSError:  # a kernel without mount_setattr (< 5.12): one remount per mount
+            for name, _, _ in entries:
+                _remount(root, dest.rstrip("/") + "/" + name, base | ro)
+            if ro:
+                _remount(root, dest, sc.MS_RDONLY | base)
+        finally:
+            os.close(fd)
 
 
 def _mount_one_cgroup(root: Root, dest: str, host_dir: str, opts: list[str], flags: int,
-                      cgroupns: bool) -> None:
+                      cgroupns: bool, remount: bool = True) -> None:
     fd = root.mkdir_all(dest)
     try:
         if cgroupns:
@@ -347,7 +363,8 @@ def _mount_one_cgroup(root: Root, dest: str, host_dir: str, opts: list[str], fla
         sc.mount(host_dir, _fdpath(fd), None, sc.MS_BIND | sc.MS_REC, None)
     finally:
         os.close(fd)
-    _remount(root, dest, flags)
+    if remount:
+        _remount(root, dest, flags)
 
 
 def make_parent_private(rootfs: str) -> None:

@@ -293,6 +293,21 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     return clone3(0, cgroup_fd)
 
 
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 1, 2, 4, 8
+AT_EMPTY_PATH, AT_RECURSIVE = 0x1000, 0x8000
+
+
+def mount_setattr_fd(fd: int, attr_set: int, recursive: bool = True) -> None:
+    """mount_setattr(2) on the mount ``fd`` refers to (and, recursively, every mount below it):
+    one call where remounting each would take one (plus a statfs) per mount."""
+    attr = _u64s(attr_set, 0, 0, 0)  # struct mount_attr {set, clr, propagation, userns_fd}
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(
+        _syscall(c_long(SYS_MOUNT_SETATTR), c_long(fd), b"", c_ulong(flags), attr, c_size_t(len(attr))),
+        "mount_setattr",
+    )
+
+
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     """A copy of another process's fd (pidfd_getfd(2)); close-on-exec."""
     return _check(
