@@ -383,7 +383,12 @@ def make_parent_private(rootfs: str) -> None:
 
 
 def prepare(
-    cfg: dict[str, Any], rootfs: str, in_userns: bool, cgroup_mounts: Any, private: bool = True
+    cfg: dict[str, Any],
+    rootfs: str,
+    in_userns: bool,
+    cgroup_mounts: Any,
+    private: bool = True,
+    before_devices: Any = None,
 ) -> Root:
     """Everything before pivot_root: propagation, the rootfs bind, mounts, devices.
 
@@ -410,6 +415,8 @@ def prepare(
         if m["destination"].rstrip("/") == "/dev":
             setup_dev = True
         mount_one(root, m, cgroup_mounts, label)
+    if before_devices is not None:
+        before_devices()
     if setup_dev:
         create_devices(root, linux.get("devices") or [], in_userns, defaults=True)
         dev_symlinks(root)

@@ -145,6 +145,7 @@ def create(opts: CreateOptions) -> Container:
         its very end, by the state directory's fd)."""
         if opts.while_waiting is not None:
             opts.while_waiting()
+        from pallet.runtime.cgroups import devices  # noqa: F401 - for the limits, soon
         uid_root, gid_root = _host_root_ids(linux)
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)
@@ -271,10 +272,14 @@ def _spawn(
             if init_pid:
                 ch.parent_side()
                 c.data["pid"] = init_pid
+                # device rules now, while the init makes its mounts: it waits for them only
+                # before its mknods (the change of rules passes through "deny all")
+                cg.set({"devices": (linux.get("resources") or {}).get("devices")})
+                ch.send_down("devices-done")
                 if after_fork is not None:
                     after_fork()
                 c.save()  # if we die now, ``delete --force`` can still find and kill the init
-                _drive(c, cfg, ch, cg, filt, linux, init_pid, intermediate=0)
+                _drive(c, cfg, ch, cg, filt, linux, init_pid, intermediate=0, devices_done=True)
                 return init_pid
         pid, in_unified = fork_in_cgroup(cg)
         if pid == 0:  # intermediate
@@ -341,7 +346,7 @@ def _spawn_init_directly(
             cg.join(unified=fd < 0)
             if "cgroup" in ns:  # rooted at the cgroup we are now in
                 sc.unshare(sc.CLONE_NEWCGROUP)
-            _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c, cg)
+            _init(ch, cfg, opts, rootfs, ns, state_fd, console_fd, filt, c, cg, devices_early=True)
         except BaseException as e:
             _report(ch, e)
         os._exit(1)
@@ -357,6 +362,7 @@ def _drive(
     linux: dict[str, Any],
     init_pid: int,
     intermediate: int,
+    devices_done: bool = False,
 ) -> int:
     """The runtime's side of the setup: answer the children until the init is ready."""
     pid = intermediate
@@ -384,7 +390,11 @@ def _drive(
                     _reap(pid)  # it has forked the init and is exiting: let pids.max count 1
                     reaped = True
                 # the init's setup (mounts, device nodes) ran unconstrained, as in runc
-                cg.set(linux.get("resources") or {})
+                resources = linux.get("resources") or {}
+                if devices_done:  # only what is left; update=True leaves the devices alone
+                    cg.set({k: v for k, v in resources.items() if k != "devices"}, update=True)
+                else:
+                    cg.set(resources)
                 hk = cfg.get("hooks") or {}
                 if hk.get("prestart") or hk.get("createRuntime"):
                     from pallet.runtime import hooks
@@ -555,8 +565,12 @@ def _init(
     filt: Any,
     c: Container,
     cg: Any,
+    devices_early: bool = False,
 ) -> None:
-    """The container's pid 1 until execve: finish setup, report ready, wait for start."""
+    """The container's pid 1 until execve: finish setup, report ready, wait for start.
+
+    ``devices_early``: the runtime sets the device rules while we mount, and tells us
+    ("devices-done") before we make device nodes."""
     from pallet.runtime import process
     from pallet.runtime import rootfs as rfs
 
@@ -574,7 +588,14 @@ def _init(
     own_mntns = "mount" in ns
     # without a mount namespace of its own (as runc) the mounts land in the host's, under the
     # rootfs; delete unmounts them
-    root = rfs.prepare(cfg, rootfs, in_userns, cg_mounts, private=own_mntns)
+    root = rfs.prepare(
+        cfg,
+        rootfs,
+        in_userns,
+        cg_mounts,
+        private=own_mntns,
+        before_devices=(lambda: ch.expect_down("devices-done")) if devices_early else None,
+    )
     root.close()
     # the runtime applies linux.resources now (devices too: our mknods are done) and runs the
     # prestart/createRuntime hooks. We wait for that here when hooks (they must see the limits and
