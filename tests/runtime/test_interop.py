@@ -18,6 +18,9 @@ from tests.runtime.conftest import runtime_binary
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
+#: containerd namespace for this test run: its containers' cgroups are /<namespace>/<id>
+CTR_NS = f"pallet-rt-{os.getpid()}"
+
 
 class Podman:
     def __init__(self, base: Path, image: str) -> None:
@@ -221,7 +224,7 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield sock
     finally:
         subprocess.run(
-            ["ctr", "-a", str(sock), "-n", "pallet-rt", "tasks", "kill", "-a", "-s", "KILL"],
+            ["ctr", "-a", str(sock), "-n", CTR_NS, "tasks", "kill", "-a", "-s", "KILL"],
             capture_output=True,
         )
         proc.terminate()
@@ -233,10 +236,17 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         log.close()
         subprocess.run(["umount", "-R", str(base / "state")], capture_output=True)
         subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+        from pallet.runtime.cgroups import _layout
+
+        for h in _layout.layout().hierarchies():  # the namespace's parent cgroup (empty by now)
+            try:
+                os.rmdir(h.dir_for(f"/{CTR_NS}"))
+            except OSError:
+                pass
 
 
 def test_ctr_run_with_runc_binary(containerd: Path, tmp_path: Path, small_layout: Path) -> None:
-    ctr = ["ctr", "-a", str(containerd), "-n", "pallet-rt"]
+    ctr = ["ctr", "-a", str(containerd), "-n", CTR_NS]
     archive = tmp_path / "img.tar"
     with tarfile.open(archive, "w") as tf:
         for p in sorted(small_layout.iterdir()):
@@ -263,3 +273,30 @@ def test_ctr_run_with_runc_binary(containerd: Path, tmp_path: Path, small_layout
         timeout=120,
     )
     assert res.returncode == 5, res.stderr
+
+
+def test_podman_limits_seccomp_pause_stats_top(podman: Podman) -> None:
+    """podman passes cgroup limits and Docker's seccomp profile; pause goes through the runtime,
+    stats and top read what the runtime set up."""
+    res = podman(
+        "run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "50", podman.image,
+        "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; "
+        "grep Seccomp: /proc/self/status",
+    )
+    assert res.stdout.split() == [str(64 * 1024 * 1024), "50", "Seccomp:", "2"], res.stdout
+    cid = podman(
+        "run", "-d", "--network", "none", "--memory", "96m", podman.image, "sleep", "60"
+    ).stdout.strip()
+    try:
+        podman("pause", cid)
+        assert podman("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "paused"
+        podman("unpause", cid)
+        assert podman("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+        stats = podman("stats", "--no-stream", "--format", "{{.MemUsage}}|{{.PIDs}}", cid).stdout.strip()
+        usage, pids = stats.split("|")
+        assert usage.split("/")[1].strip() == "100.7MB", stats  # podman prints 96 MiB in SI units
+        assert pids.strip() == "1", stats
+        top = podman("top", cid, "pid", "args").stdout.splitlines()
+        assert any("sleep 60" in ln for ln in top[1:]), top
+    finally:
+        podman("rm", "-f", "-t", "0", cid)

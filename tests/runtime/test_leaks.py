@@ -1,8 +1,10 @@
-"""100 create/start/delete cycles, 10 at a time: nothing may be left behind (mounts, cgroups, state
-dirs, fds, processes or zombies)."""
+"""100 create/start/delete cycles, 10 at a time: nothing may be left behind (mounts, cgroups in every
+hierarchy, state dirs, fds, processes or zombies). The containers carry what engines send: resource
+limits and Docker's seccomp profile."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -10,22 +12,37 @@ from pathlib import Path
 
 import pytest
 
+from pallet.runtime.cgroups import _layout
 from tests.runtime.conftest import Runtime, wait_for
 
+DOCKER_PROFILE = Path(__file__).parent / "data" / "docker-default-seccomp.json"
 
-def _cgroup_dirs(prefix: str) -> list[str]:
+
+def _cgroup_dirs(cid: str) -> list[str]:
+    """The container's cgroup (default cgroupsPath /pallet/<id>) in every mounted hierarchy."""
+    return [h.dir_for(f"/pallet/{cid}") for h in _layout.layout().hierarchies()]
+
+
+def _leftover_cgroups(prefix: str) -> list[str]:
     found = []
-    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
-        for d in dirs:
-            if d.startswith(prefix) or prefix in d:
-                found.append(os.path.join(top, d))
+    for h in _layout.layout().hierarchies():
+        for top, dirs, _ in os.walk(h.mountpoint):
+            found += [os.path.join(top, d) for d in dirs if d.startswith(prefix)]
     return found
 
 
 @pytest.mark.slow
 def test_create_start_delete_cycles_leave_nothing(rt: Runtime, tmp_path: Path) -> None:
     prefix = f"leak-{os.getpid()}-"
-    bundle = rt.bundle(["true"])
+
+    def edit(cfg: dict) -> None:
+        cfg["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 50},
+                                     "cpu": {"shares": 512}}
+        cfg["linux"]["seccomp"] = json.loads(DOCKER_PROFILE.read_text())
+
+    bundle = rt.bundle(["true"], edit=edit)
+    hierarchies = len(_layout.layout().hierarchies())
+    assert hierarchies >= 2  # v1 controllers and the unified hierarchy on this host
     # other suites mount things concurrently: only mounts touching our paths count
     ours = (str(tmp_path), str(rt.rootfs))
 
@@ -47,6 +64,9 @@ def test_create_start_delete_cycles_leave_nothing(rt: Runtime, tmp_path: Path) -
                 r = subprocess.run(base + args, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=60)
                 err.seek(0)
                 assert r.returncode == 0, f"{args[0]} {cid}: {err.read()}"
+            if args[0] == "create":  # it really had a cgroup everywhere
+                missing = [d for d in _cgroup_dirs(cid) if not os.path.isdir(d)]
+                assert missing == [], missing
 
         def stopped() -> bool:
             r = subprocess.run([*base, "state", cid], capture_output=True, text=True)
@@ -59,10 +79,12 @@ def test_create_start_delete_cycles_leave_nothing(rt: Runtime, tmp_path: Path) -
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(cycle, range(100)))
 
-    assert os.listdir(rt.root) == []
+    # nothing but the seccomp compile cache: one compiled filter for the hundred containers
+    assert os.listdir(rt.root) == ["@seccomp-cache"]
+    assert len(os.listdir(rt.root / "@seccomp-cache")) == 1
     assert our_mounts() == mounts_before
     assert sorted(os.listdir("/proc/self/fd")) == fds_before
-    assert _cgroup_dirs(prefix) == []
+    assert _leftover_cgroups(prefix) == []
     ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     assert str(rt.root) not in ps
     # no zombies among our children (the runtime reaps its intermediates; inits reparent away)

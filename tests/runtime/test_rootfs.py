@@ -206,6 +206,16 @@ def test_rootfs_propagation_and_no_pivot(rt: Runtime) -> None:
     code, out, err = rt.run_output(["cat", "/proc/self/mountinfo"], edit=edit)
     assert code == 0, err
     assert "shared:" not in _mountinfo_line(out, "/")[6]
+    # shared and unbindable reach the new root (it is bound from a private parent for pivot_root)
+    for prop, want in (("rshared", "shared:"), ("unbindable", "unbindable")):
+
+        def edit2(cfg: dict, prop: str = prop) -> None:
+            cfg["linux"]["rootfsPropagation"] = prop
+
+        code, out, err = rt.run_output(["cat", "/proc/self/mountinfo"], edit=edit2)
+        assert code == 0, err
+        root = _mountinfo_line(out, "/")
+        assert any(f.startswith(want) for f in root[6:]), (prop, root)
     b = rt.bundle(["/bin/sh", "-c", "ls /; readlink /proc/self/root"])
     res = rt("run", "--no-pivot", "--bundle", str(b), "nopivot")
     assert "bin" in res.stdout.split() and "proc" in res.stdout.split()

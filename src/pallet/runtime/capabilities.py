@@ -87,6 +87,56 @@ def parse(names: list[str] | None) -> set[int]:
     return out
 
 
+def grantable(caps: dict[str, list[str]], new_userns: bool) -> dict[str, list[str]]:
+    """The config's capability sets without the values that cannot be granted here, each one
+    logged as a warning: runtime-spec says such values "MUST be logged as a warning" and runtimes
+    "SHOULD NOT fail" (e.g. in a restricted environment). Left out: names that are no
+    capability, ones this kernel lacks, and, unless the container has a user namespace of its
+    own (whose bounding set starts full), ones outside the runtime's own bounding set (this host
+    withholds CAP_SYS_RESOURCE even from root: runc fails such a container with EPERM)."""
+    from pallet.runtime import log
+
+    last = last_cap()
+    warned: set[str] = set()
+    out: dict[str, list[str]] = {}
+    for kind, names in caps.items():
+        if not isinstance(names, list):
+            out[kind] = names
+            continue
+        keep = []
+        for n in names:
+            num = _BY_NAME.get(n.upper()) if isinstance(n, str) else None
+            why = ""
+            if num is None:
+                why = "is not a capability"
+            elif num > last:
+                why = "is not known to this kernel"
+            elif not new_userns and not _in_bounding(num):
+                why = "is not in the runtime's bounding set"
+            if not why:
+                keep.append(n)
+            elif n not in warned:
+                warned.add(n)
+                log.warning(f"capability {n!r} {why}: not granted")
+        out[kind] = keep
+    bounding = out.get("bounding")
+    if isinstance(bounding, list) and isinstance(out.get("inheritable"), list):
+        # capset(2) refuses an inheritable capability outside the (new) bounding set
+        for n in out["inheritable"]:
+            if n not in bounding and n not in warned:
+                warned.add(n)
+                log.warning(f"capability {n!r} is inheritable but not in the bounding set: not inheritable")
+        out["inheritable"] = [n for n in out["inheritable"] if n in bounding]
+    return out
+
+
+def _in_bounding(num: int) -> bool:
+    try:
+        return sc.prctl(sc.PR_CAPBSET_READ, num) == 1
+    except OSError:
+        return False
+
+
 def mask(caps: set[int]) -> int:
     m = 0
     for c in caps:

@@ -8,7 +8,6 @@ runtime sees EOF instead of hanging.
 from __future__ import annotations
 
 import os
-import struct
 
 from pallet.errors import RuntimeFailure
 
@@ -45,14 +44,14 @@ class Channel:
     @staticmethod
     def _send(fd: int, tag: str, payload: str) -> None:
         body = f"{tag}\x00{payload}".encode(errors="replace")[:4000]
-        os.write(fd, struct.pack("I", len(body)) + body)
+        os.write(fd, len(body).to_bytes(4, "little") + body)
 
     @staticmethod
     def _recv(fd: int, who: str) -> tuple[str, str]:
         head = _read_exact(fd, 4)
         if head is None:
             raise ChildFailed(f"{who} exited during setup without reporting why")
-        (n,) = struct.unpack("I", head)
+        n = int.from_bytes(head, "little")
         body = _read_exact(fd, n)
         if body is None:
             raise ChildFailed(f"{who} exited mid-message")
@@ -62,7 +61,10 @@ class Channel:
         return tag, payload
 
     def send_down(self, tag: str, payload: str = "") -> None:
-        self._send(self.down_w, tag, payload)
+        try:
+            self._send(self.down_w, tag, payload)
+        except BrokenPipeError:
+            pass  # the children are gone: the next recv_up says why (their error, or EOF)
 
     def recv_up(self, who: str = "container init") -> tuple[str, str]:
         return self._recv(self.up_r, who)

@@ -97,6 +97,10 @@ COMMANDS: dict[str, tuple[dict[str, tuple[str, tuple[str, ...]]], str]] = {
         },
         "update container resource constraints",
     ),
+    "events": (
+        {"stats": ("bool", ()), "interval": ("str", ())},
+        "display container events such as OOM notifications, cpu, memory, and IO usage statistics",
+    ),
     "features": ({}, "show the enabled features"),
     "spec": ({"bundle": ("str", ("b",)), "rootless": ("bool", ())}, "create a new specification file"),
 }
@@ -347,6 +351,8 @@ def _dispatch(cmd: str, f: dict[str, Any], pos: list[str], root: str) -> int:
             raise Usage(f"invalid format option {fmt!r}")
         print(ps(c, fmt, pos[1:]))
         return 0
+    if cmd == "events":  # long-running: not under the container lock
+        return _events(c, f)
     if cmd == "exec":
         from pallet.runtime.lifecycle.exec import ExecOptions, build_process, exec_process
 
@@ -403,6 +409,13 @@ def _dispatch(cmd: str, f: dict[str, Any], pos: list[str], root: str) -> int:
             from pallet.runtime.lifecycle.manage import update, update_resources
 
             update(c, update_resources(f, f["resources"]))
+    return 0
+
+
+def _events(c: Any, f: dict[str, Any]) -> int:
+    from pallet.runtime.lifecycle.manage import events, parse_interval
+
+    events(c, bool(f["stats"]), parse_interval(f["interval"] or "5s"))
     return 0
 
 

@@ -66,11 +66,11 @@ def _float(f: float) -> str:
     return repr(f)
 
 
-def dumps(obj: Any, indent: int | None = None) -> str:
+def dumps(obj: Any, indent: int | None = None, sort_keys: bool = False) -> str:
     """Compact (``indent=None``) or indented JSON, ASCII-escaped like json.dumps."""
     if indent is None:
         enc = _json.make_encoder(
-            None, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+            None, _default, _json.encode_basestring_ascii, None, ":", ",", sort_keys, False, True
         )
     else:
         # the C encoder ignores indent; fall back to the pure module for pretty output (rare path)

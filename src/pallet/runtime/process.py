@@ -8,7 +8,6 @@ fds marked close-on-exec; execve.
 from __future__ import annotations
 
 import os
-import resource
 
 from pallet.errors import RuntimeFailure
 from pallet.runtime import capabilities, spec
@@ -28,6 +27,8 @@ class ExecFailed(RuntimeFailure):
 
 
 def set_rlimits(rlimits: list[dict[str, Any]]) -> None:
+    import resource  # imported before pivot_root by create's _preload when there are rlimits
+
     for r in rlimits:
         num = spec.RLIMITS[r["type"]]
         soft, hard = r["soft"], r["hard"]

@@ -257,7 +257,7 @@ def mount_one(root: Root, m: dict[str, Any], cgroup_mounts: Any, mount_label: st
             if extra:
                 _remount(root, dest, extra)
         elif typ in ("cgroup", "cgroup2"):
-            _mount_cgroup(root, dest, typ, flags, cgroup_mounts)
+            _mount_cgroup(root, dest, flags, cgroup_mounts)
         else:
             if typ == "tmpfs" and "tmpcopyup" in ext:
                 _tmpfs_copyup(root, dest, source, flags, ",".join(data))
@@ -295,35 +295,76 @@ def _tmpfs_copyup(root: Root, dest: str, source: str, flags: int, data: str) -> 
         os.close(fd)
 
 
-def _mount_cgroup(root: Root, dest: str, typ: str, flags: int, cgroup_mounts: Any) -> None:
-    """/sys/fs/cgroup: the container's own cgroups, as the cgroups Manager describes them."""
+class CgroupMounts:
+    """What /sys/fs/cgroup shows in the container, from the cgroups Manager (computed before
+    fork): ``mounts`` as (name, host dir, cgroup mount options), ``symlinks`` as (link, target)
+    for co-mounted controllers, and whether the container has its own cgroup namespace."""
+
+    __slots__ = ("cgroupns", "mounts", "symlinks")
+
+    def __init__(self, mounts: list[tuple[str, str, list[str]]], symlinks: list[tuple[str, str]],
+                 cgroupns: bool) -> None:
+        self.mounts, self.symlinks, self.cgroupns = mounts, symlinks, cgroupns
+
+
+def _mount_cgroup(root: Root, dest: str, flags: int, cgm: CgroupMounts) -> None:
+    """/sys/fs/cgroup: the container's own cgroup in every hierarchy (runc's layout: a tmpfs with
+    one directory per v1 hierarchy, plus ``unified`` on a hybrid host; the cgroup2 mount itself
+    on a pure v2 host). With a cgroup namespace each is a real cgroup mount, whose root the kernel
+    makes the container's cgroup; without one, a bind of the host's directory for it."""
     ro = flags & sc.MS_RDONLY
-    base = flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME)
-    if cgroup_mounts is None:
-        # cgroups not available yet: an empty read-only tmpfs keeps the host's tree out of sight
-        # (a cgroup2 mount would show it, and costs 15 ms on this hybrid host)
-        _mount_at(root, dest, "tmpfs", "tmpfs", base, "mode=755")
-        _remount(root, dest, sc.MS_RDONLY | base)
+    base = flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME | sc.MS_NOATIME)
+    entries = cgm.mounts
+    if len(entries) == 1 and entries[0][0] == "":  # pure cgroup v2: the mount is dest itself
+        _mount_one_cgroup(root, dest, entries[0][1], entries[0][2], base | ro, cgm.cgroupns)
         return
     _mount_at(root, dest, "tmpfs", "tmpfs", base, "mode=755")
-    for name, host_dir, opts in cgroup_mounts:
-        sub = dest.rstrip("/") + "/" + name
-        if opts and opts[0] == "symlink":  # (name, target, ["symlink"]): e.g. cpu -> cpu,cpuacct
-            pfd = root.mkdir_all(dest)
-            try:
-                os.symlink(host_dir, name, dir_fd=pfd)
-            finally:
-                os.close(pfd)
-            continue
-        fd = root.mkdir_all(sub)
+    for name, host_dir, opts in entries:
+        _mount_one_cgroup(root, dest.rstrip("/") + "/" + name, host_dir, opts, base | ro, cgm.cgroupns,
+                          remount=False)
+    if cgm.symlinks:
+        pfd = root.mkdir_all(dest)
         try:
-            sc.mount(host_dir, _fdpath(fd), None, sc.MS_BIND | sc.MS_REC, None)
+            for link, target in cgm.symlinks:
+                try:
+                    os.symlink(target, link, dir_fd=pfd)
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(pfd)
+    # the binds get the mount's flags (and the tmpfs ro) in one recursive mount_setattr
+    attr = 0
+    for ms, ma in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
+                   (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV), (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC)):
+        if (base | ro) & ms:
+            attr |= ma
+    if attr:
+        fd = root.open(dest)
+        try:
+            sc.mount_setattr_fd(fd, attr)
+        except OSError:  # a kernel without mount_setattr (< 5.12): one remount per mount
+            for name, _, _ in entries:
+                _remount(root, dest.rstrip("/") + "/" + name, base | ro)
+            if ro:
+                _remount(root, dest, sc.MS_RDONLY | base)
         finally:
             os.close(fd)
-        f2, _, _, _, _ = parse_options(opts)
-        _remount(root, sub, (f2 | base | ro) & ~(sc.MS_BIND | sc.MS_REC))
-    if ro:
-        _remount(root, dest, sc.MS_RDONLY | base)
+
+
+def _mount_one_cgroup(root: Root, dest: str, host_dir: str, opts: list[str], flags: int,
+                      cgroupns: bool, remount: bool = True) -> None:
+    fd = root.mkdir_all(dest)
+    try:
+        if cgroupns:
+            fstype = "cgroup" if opts else "cgroup2"
+            source = "systemd" if opts == ["name=systemd"] else fstype
+            sc.mount(source, _fdpath(fd), fstype, flags, ",".join(opts) or None)
+            return
+        sc.mount(host_dir, _fdpath(fd), None, sc.MS_BIND | sc.MS_REC, None)
+    finally:
+        os.close(fd)
+    if remount:
+        _remount(root, dest, flags)
 
 
 def make_parent_private(rootfs: str) -> None:
@@ -342,7 +383,12 @@ def make_parent_private(rootfs: str) -> None:
 
 
 def prepare(
-    cfg: dict[str, Any], rootfs: str, in_userns: bool, cgroup_mounts: Any, private: bool = True
+    cfg: dict[str, Any],
+    rootfs: str,
+    in_userns: bool,
+    cgroup_mounts: Any,
+    private: bool = True,
+    before_devices: Any = None,
 ) -> Root:
     """Everything before pivot_root: propagation, the rootfs bind, mounts, devices.
 
@@ -351,6 +397,8 @@ def prepare(
     linux = cfg.get("linux") or {}
     if private:
         prop = spec.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+        if prop & sc.MS_UNBINDABLE:
+            prop = sc.MS_SLAVE | sc.MS_REC  # an unbindable rootfs could not be bound: set after pivot
         try:
             sc.mount(None, "/", None, prop, None)
         except OSError as e:
@@ -367,6 +415,8 @@ def prepare(
         if m["destination"].rstrip("/") == "/dev":
             setup_dev = True
         mount_one(root, m, cgroup_mounts, label)
+    if before_devices is not None:
+        before_devices()
     if setup_dev:
         create_devices(root, linux.get("devices") or [], in_userns, defaults=True)
         dev_symlinks(root)
@@ -479,6 +529,21 @@ def pivot(rootfs: str, no_pivot: bool) -> None:
         raise RuntimeFailure(
             f"{'moving' if no_pivot else 'pivoting'} to the rootfs {rootfs}: {e.strerror}"
         ) from None
+
+
+def root_propagation(cfg: dict[str, Any]) -> None:
+    """Give the new root the config's ``rootfsPropagation`` (after pivot_root).
+
+    The rootfs is bound from a parent made private (pivot_root needs that), so without this the
+    root is private whatever was asked: "shared" would not propagate mounts between the root and
+    its bind mounts, "unbindable" would still be bindable (runc fails runtime-tools on both)."""
+    prop = spec.PROPAGATION.get((cfg.get("linux") or {}).get("rootfsPropagation") or "")
+    if prop and prop & (sc.MS_SHARED | sc.MS_UNBINDABLE):
+        try:
+            sc.mount(None, "/", None, prop, None)
+        except OSError as e:
+            name = cfg["linux"]["rootfsPropagation"]
+            raise MountError(f"setting / propagation to {name}: {e.strerror}") from None
 
 
 def write_sysctls(sysctl: dict[str, str]) -> None:

@@ -157,7 +157,30 @@ def _lib() -> Any:
 
 
 def libseccomp_version() -> str:
-    v = _lib().seccomp_version().contents
+    """libseccomp's version, without the full ctypes setup of :func:`_lib` (the compile cache
+    asks on every container start): dlopen plus one call through the runtime's small FFI."""
+    import _ctypes
+
+    from pallet.runtime import syscalls as sc
+
+    if _LIB is not None:
+        v = _LIB.seccomp_version().contents
+        return f"{v.major}.{v.minor}.{v.micro}"
+
+    class Version(_ctypes.Structure):
+        _fields_ = [("major", sc.c_uint), ("minor", sc.c_uint), ("micro", sc.c_uint)]
+
+    class VersionFunc(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL
+        _restype_ = _ctypes.POINTER(Version)
+
+    class Lib:
+        try:
+            _handle = _ctypes.dlopen("libseccomp.so.2", _ctypes.RTLD_LOCAL)
+        except OSError as e:
+            raise SeccompError(f"seccomp: cannot load libseccomp.so.2 (install libseccomp2): {e}") from None
+
+    v = VersionFunc(("seccomp_version", Lib))().contents
     return f"{v.major}.{v.minor}.{v.micro}"
 
 
@@ -307,7 +330,10 @@ _CACHE_FORMAT = b"pallet-seccomp-1"
 
 
 def _cached_compile(profile: dict[str, Any], strict: bool, enosys_stub: bool, cache_dir: str) -> Filter:
-    import json
+    """Docker's profile is the same for every container an engine starts: a hit costs a hash of
+    the profile, one small file and libseccomp's version (~1 ms; no ``json``, which pulls in
+    ``re``, and no ctypes set-up), where compiling costs ~15 ms."""
+    from pallet.runtime import jsonio
 
     try:  # the bare C module: hashlib would first load OpenSSL (~3 ms)
         from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
@@ -317,7 +343,7 @@ def _cached_compile(profile: dict[str, Any], strict: bool, enosys_stub: bool, ca
         except ImportError:
             from hashlib import sha256
     try:
-        canon = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
+        canon = jsonio.dumps(profile, sort_keys=True).encode()
     except (TypeError, ValueError):
         return _compile(profile, strict, enosys_stub)
     h = sha256(_CACHE_FORMAT)
@@ -328,7 +354,7 @@ def _cached_compile(profile: dict[str, Any], strict: bool, enosys_stub: bool, ca
     try:
         with open(path, "rb") as f:
             meta_len = int.from_bytes(f.read(4), "little")
-            meta = json.loads(f.read(meta_len))
+            meta = jsonio.loads(f.read(meta_len))
             program = f.read()
         if len(program) == meta["len"] * 8:
             return Filter(program, meta["flags"], meta["nr"], meta["notify"], meta["path"],
@@ -336,7 +362,7 @@ def _cached_compile(profile: dict[str, Any], strict: bool, enosys_stub: bool, ca
     except (OSError, ValueError, KeyError):
         pass
     filt = _compile(profile, strict, enosys_stub)
-    meta_b = json.dumps({"len": len(filt), "flags": filt.flags, "nr": filt.seccomp_nr,
+    meta_b = jsonio.dumps({"len": len(filt), "flags": filt.flags, "nr": filt.seccomp_nr,
                          "notify": filt.wants_notify, "path": filt.listener_path,
                          "metadata": filt.listener_metadata, "default": filt.default_action,
                          "skipped": filt.skipped}).encode()
@@ -515,25 +541,32 @@ def _libc() -> Any:
     return _LIBC
 
 
+def preload() -> None:
+    """Everything load() needs, imported before the fork (the init may have no /usr left)."""
+    import _ctypes  # noqa: F401
+
+    from pallet.runtime import syscalls  # noqa: F401
+
+
 def load(filt: Filter) -> int | None:
     """Install the filter in the calling process (after no_new_privs, just before exec).
 
     Returns the notify listener fd when the profile has SCMP_ACT_NOTIFY, else None. The caller
     must have set no_new_privs (prctl PR_SET_NO_NEW_PRIVS) unless it has CAP_SYS_ADMIN.
+    One seccomp(2) call through the runtime's small FFI (no ctypes set-up in the container).
     """
-    import ctypes
+    import _ctypes
 
-    libc = _libc()
-    buf = ctypes.create_string_buffer(filt.program, len(filt.program))
+    from pallet.runtime import syscalls as sc
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    prog = SockFprog(len(filt.program) // 8, ctypes.addressof(buf))
-    rc = libc.syscall(ctypes.c_long(filt.seccomp_nr), ctypes.c_long(_SET_MODE_FILTER),
-                      ctypes.c_ulong(filt.flags), ctypes.byref(prog))
+    buf = sc.buffer(len(filt.program), filt.program)
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; } (padded to 16 bytes)
+    prog = ((len(filt.program) // 8).to_bytes(8, "little")
+            + _ctypes.addressof(buf).to_bytes(8, "little"))
+    rc = sc._syscall(sc.c_long(filt.seccomp_nr), sc.c_long(_SET_MODE_FILTER),
+                     sc.c_ulong(filt.flags), prog)
     if rc < 0:
-        err = ctypes.get_errno()
+        err = sc.get_errno()
         hint = ""
         if err == 13:  # EACCES
             hint = " (set no_new_privs first, or keep CAP_SYS_ADMIN)"
@@ -565,8 +598,9 @@ def send_listener(filt: Filter, listener_fd: int, listener_path: str, state: dic
     ({ociVersion, fds: ["seccompFd"], pid, metadata, state}) with the fd in SCM_RIGHTS, then close.
     """
     import array
-    import json
     import socket
+
+    from pallet.runtime import jsonio
 
     msg = {
         "ociVersion": state.get("ociVersion", "1.2.0"),
@@ -575,7 +609,7 @@ def send_listener(filt: Filter, listener_fd: int, listener_path: str, state: dic
         "metadata": metadata or filt.listener_metadata,
         "state": state,
     }
-    data = json.dumps(msg).encode()
+    data = jsonio.dumps(msg).encode()
     path = listener_path or filt.listener_path
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:

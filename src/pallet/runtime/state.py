@@ -91,6 +91,11 @@ class Container:
             with open(c.state_file, "rb") as f:
                 c.data = jsonio.loads(f.read())
         except FileNotFoundError:
+            if os.path.isdir(c.dir):
+                # ``create`` has made the directory and not yet written the first state (it does
+                # once the init's pid is known, a millisecond or two later)
+                c.data = {"id": cid, "status": "creating", "pid": 0}
+                return c
             raise ContainerNotFound(f"container {cid} does not exist") from None
         except (OSError, ValueError) as e:
             raise RuntimeFailure(f"container {cid}: unreadable state: {e}") from None
@@ -151,8 +156,10 @@ class _Lock:
         self.c, self.fd = c, -1
 
     def __enter__(self) -> None:
+        # flock on the state directory itself: no lock file to create (a new inode per container
+        # on every start is measurable), and it goes away with the directory
         try:
-            self.fd = os.open(os.path.join(self.c.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.fd = os.open(self.c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ContainerNotFound(f"container {self.c.id} does not exist") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)

@@ -15,6 +15,7 @@ import errno
 import os
 import time
 
+from pallet.runtime.cgroups._files import subdirs
 from pallet.runtime.cgroups._layout import CgroupError, Hierarchy, Layout
 
 TYPE_CHECKING = False
@@ -78,42 +79,36 @@ class Manager:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def create(self) -> None:
-        """Create the cgroup in every hierarchy (idempotent); undone if any hierarchy refuses."""
+        """Create the cgroup in every hierarchy (idempotent); undone if any hierarchy refuses.
+
+        One mkdir per hierarchy in the usual case (the parent exists): parents are made only when
+        missing. A v1 cpuset level we make gets cgroup.clone_children, so the cgroups made under
+        it later start with its cpus and mems (a new v1 cpuset is empty and refuses tasks)."""
         from pallet.runtime.cgroups import _files
 
         made: list[str] = []
         try:
             for h in self.layout.hierarchies():
                 d = self.dirs[h.key]
-                chain = []
-                p = d
-                while not os.path.isdir(p):
-                    chain.append(p)
-                    p = os.path.dirname(p)
-                for level in reversed(chain):
-                    try:
-                        os.mkdir(level, 0o755)
-                    except FileExistsError:
-                        continue
-                    except OSError as e:
-                        raise CgroupError(f"cgroup {h.name}: cannot create {level}: "
-                                          f"{_files.strerror(e)}") from None
-                    made.append(level)
-                    if "cpuset" in h.controllers:
-                        from pallet.runtime.cgroups import v1
+                try:
+                    os.mkdir(d, 0o755)
+                    new = [d]
+                except FileExistsError:
+                    continue  # an existing (empty) cgroup is reused
+                except FileNotFoundError:
+                    new = self._make_parents(h, d)
+                except OSError as e:
+                    raise CgroupError(f"cgroup {h.name}: cannot create {d}: {_files.strerror(e)}") from None
+                made.extend(new)
+                if "cpuset" in h.controllers:
+                    from pallet.runtime.cgroups import v1
 
+                    for level in new:
                         v1.ensure_cpuset(level)
-                if h.version == 2:
-                    from pallet.runtime.cgroups import v2
-
-                    root = h.mountpoint
-                    levels = [root]
-                    rel = d[len(root):].strip("/")
-                    acc = root
-                    for part in rel.split("/")[:-1] if rel else []:
-                        acc = os.path.join(acc, part)
-                        levels.append(acc)
-                    v2.enable_controllers(levels, h.controllers)
+                        if level != d:
+                            _files.try_write(level, "cgroup.clone_children", "1")
+                if h.version == 2 and (len(new) > 1 or self.layout.mode == "v2"):
+                    self._enable_v2_controllers()
         except BaseException:
             for level in reversed(made):
                 try:
@@ -121,6 +116,44 @@ class Manager:
                 except OSError:
                     pass
             raise
+
+    def _make_parents(self, h: Hierarchy, d: str) -> list[str]:
+        """mkdir ``d`` and its missing ancestors, outermost first; returns what was made."""
+        from pallet.runtime.cgroups import _files
+
+        chain = []
+        p = d
+        while not os.path.isdir(p):
+            chain.append(p)
+            p = os.path.dirname(p)
+        made = []
+        for level in reversed(chain):
+            try:
+                os.mkdir(level, 0o755)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise CgroupError(f"cgroup {h.name}: cannot create {level}: {_files.strerror(e)}") from None
+            made.append(level)
+        return made
+
+    def _enable_v2_controllers(self) -> None:
+        """+controller in cgroup.subtree_control from the cgroup2 root down to our parent, so the
+        container's cgroup has the controllers' files (done when those levels are made, and
+        before a limit that needs them)."""
+        from pallet.runtime.cgroups import v2
+
+        h = self.layout.unified
+        if h is None:
+            return
+        root = h.mountpoint
+        levels = [root]
+        rel = self.dirs[""][len(root):].strip("/")
+        acc = root
+        for part in rel.split("/")[:-1] if rel else []:
+            acc = os.path.join(acc, part)
+            levels.append(acc)
+        v2.enable_controllers(levels, h.controllers)
 
     def apply(self, pid: int) -> None:
         """Move ``pid`` (and so its future children) into the cgroup in every hierarchy."""
@@ -134,6 +167,39 @@ class Manager:
                 err = _files.try_write(d, "cgroup.procs", pid)
             if err is not None:
                 raise CgroupError(f"cgroup {h.name}: cannot move pid {pid} into {d}: "
+                                  f"{_files.strerror(err)}")
+
+    def unified_fd(self) -> int:
+        """An O_PATH fd on the container's cgroup2 directory, for ``syscalls.fork_into_cgroup``
+        (the child is born there: no migration), or -1 when there is no cgroup2 hierarchy."""
+        if self.layout.unified is None:
+            return -1
+        try:
+            return os.open(self.dirs[""], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+
+    def join(self, unified: bool = True) -> None:
+        """Move the calling process, which must be single-threaded, into the cgroup everywhere.
+
+        Same result as ``apply(os.getpid())``, much cheaper: a v1 write of "0" to ``tasks``
+        moves only the calling thread, which the kernel does without its global threadgroup lock
+        (taking that lock for writing first waits for an RCU grace period, 5-30 ms here, which
+        ``apply`` from another process pays on every container start). cgroup2 has no such
+        path: ``unified=False`` when the process was born there (``fork_into_cgroup``).
+        """
+        from pallet.runtime.cgroups import _files
+
+        for h in self.layout.hierarchies():
+            if h.version == 2:
+                if not unified:
+                    continue
+                name = "cgroup.procs"
+            else:
+                name = "tasks"
+            err = _files.try_write(self.dirs[h.key], name, "0")
+            if err is not None:
+                raise CgroupError(f"cgroup {h.name}: cannot join {self.dirs[h.key]}: "
                                   f"{_files.strerror(err)}")
 
     def set(self, resources: dict[str, Any], *, update: bool = False,
@@ -191,6 +257,8 @@ class Manager:
         hp = resources.get("hugepageLimits")
         if hp:
             h = self._hier("hugetlb")
+            if h is not None and h.version == 2:
+                self._enable_v2_controllers()
             (v1.set_hugetlb if h is not None and h.version == 1 else v2.set_hugetlb)(
                 self._dir("hugetlb"), hp)
         net = sub("network")
@@ -207,6 +275,7 @@ class Manager:
                 raise CgroupError("cgroup unified: cannot set "
                                   f"{', '.join(sorted(unified))}: cgroup v2 is not mounted on this host")
             v1_ctrls = frozenset(c for h in self.layout.v1 for c in h.controllers)
+            self._enable_v2_controllers()
             v2.set_unified(self.dirs[""], unified, v1_ctrls)
 
     def _set_devices(self, spec_devices: list | None, default_devices: bool) -> None:
@@ -373,7 +442,7 @@ def _v2_cpuset(d: str, cpu: dict) -> None:
 def _rmtree(d: str, deadline: float) -> str | None:
     """rmdir ``d`` and the cgroups below it, deepest first; None on success or if already gone."""
     try:
-        children = [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+        children = subdirs(d)
     except FileNotFoundError:
         return None
     except OSError as e:

@@ -92,5 +92,13 @@ def read_kv(dirpath: str, name: str) -> dict[str, int]:
     return out
 
 
+def subdirs(d: str) -> list[str]:
+    """The child cgroups of ``d``. A cgroup directory's link count is 2 + its subdirectories
+    (kernfs), so the usual leaf costs one stat, not a listing of its dozens of files."""
+    if os.stat(d).st_nlink <= 2:
+        return []
+    return [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+
+
 def exists(dirpath: str, name: str) -> bool:
     return os.path.exists(os.path.join(dirpath, name))

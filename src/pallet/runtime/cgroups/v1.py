@@ -156,7 +156,10 @@ def set_cpuset(d: str, cpu: dict) -> None:
 
 
 def ensure_cpuset(d: str) -> None:
-    """A new v1 cpuset has empty cpus/mems and refuses tasks: inherit the parent's."""
+    """A new v1 cpuset has empty cpus/mems and refuses tasks: inherit the parent's (already
+    there when the parent has cgroup.clone_children: both are copied then)."""
+    if (_files.read_or_none(d, "cpuset.cpus") or "").strip():
+        return
     parent = os.path.dirname(d)
     for name in ("cpuset.cpus", "cpuset.mems"):
         if (_files.read_or_none(d, name) or "").strip() == "":

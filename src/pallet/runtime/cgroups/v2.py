@@ -8,7 +8,6 @@ config means the same thing on either version.
 from __future__ import annotations
 
 import errno
-import os
 import time
 
 from pallet.runtime.cgroups import _files
@@ -283,7 +282,15 @@ def oom_kills(d: str) -> int:
 def procs(d: str) -> list[int]:
     """Every pid in the cgroup and below (v2: cgroup.procs is per cgroup, so walk)."""
     out: list[int] = []
-    for root, _dirs, _ in os.walk(d):
-        text = _files.read_or_none(root, "cgroup.procs") or ""
+    todo = [d]
+    while todo:
+        cur = todo.pop()
+        text = _files.read_or_none(cur, "cgroup.procs")
+        if text is None:
+            continue  # gone (or never made)
         out.extend(int(x) for x in text.split())
+        try:
+            todo.extend(_files.subdirs(cur))
+        except OSError:
+            pass
     return out

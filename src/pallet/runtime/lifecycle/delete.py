@@ -5,27 +5,27 @@ from __future__ import annotations
 import os
 
 from pallet.errors import RuntimeFailure
-from pallet.runtime import ext, hooks, log, spec
+from pallet.runtime import hooks, log, spec
 from pallet.runtime.lifecycle.create import _wait_gone
-from pallet.runtime.lifecycle.kill import container_pids
+from pallet.runtime.lifecycle.kill import manager
 from pallet.runtime.state import Container, rmtree
 
 
 def delete(c: Container, force: bool = False) -> None:
     """Caller holds the container lock."""
     status = c.status()
-    cfg = c.data.get("config") or {}
     if status in ("running", "paused", "creating") and not force:
         raise RuntimeFailure(f"cannot delete container {c.id} that is not stopped: {status}")
     if status != "stopped" and c.pid > 0:
-        mgr = ext.cgroup_manager((cfg.get("linux") or {}).get("cgroupsPath"), c.id)
-        if status == "paused" and mgr is not None:
-            ext.call(mgr.thaw)
-        for pid in [c.pid, *container_pids(c)]:
+        mgr = manager(c)
+        for pid in [c.pid, *mgr.pids()]:
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+        if status == "paused":
+            mgr.thaw()  # v1 frozen tasks do not die of SIGKILL until thawed
+            c.data["_paused"] = False
         _wait_gone(c.pid)
     destroy(c)
 
@@ -33,15 +33,16 @@ def delete(c: Container, force: bool = False) -> None:
 def destroy(c: Container) -> None:
     """Everything a stopped container still holds: cgroup, state dir; then poststop hooks."""
     cfg = c.data.get("config") or {}
-    linux = cfg.get("linux") or {}
-    mgr = ext.cgroup_manager(linux.get("cgroupsPath"), c.id)
-    if mgr is not None:
-        for pid in ext.call(mgr.pids, default=[]) or []:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        ext.call(mgr.destroy)
+    mgr = manager(c)
+    # what outlived the init (a container without its own pid namespace) goes with it
+    for pid in mgr.pids():
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    if c.data.get("_paused"):
+        mgr.thaw()  # v1 frozen tasks do not die of SIGKILL until thawed
+    mgr.destroy()
     if "mount" not in spec.namespaces(cfg):
         from pallet.runtime import rootfs
 

@@ -1,9 +1,10 @@
 """``exec``: run another process inside a running container.
 
-runtime → intermediate (enters the container's cgroup, then its namespaces from
-/proc/<init>/ns/*, and its root from /proc/<init>/root) → the process, which sets up user,
-caps, rlimits, seccomp and execs. Success is the close-on-exec channel reaching EOF; failure is
-a message naming the step. No fd or cwd of the host crosses over (CVE-2024-21626).
+runtime → intermediate (born in the container's cgroup2 cgroup, it joins the v1 hierarchies
+itself, then enters the container's namespaces from /proc/<init>/ns/*, and its root from
+/proc/<init>/root) → the process, which sets up user, caps, rlimits, seccomp and execs.
+Success is the close-on-exec channel reaching EOF; failure is a message naming the step.
+No fd or cwd of the host crosses over (CVE-2024-21626).
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from __future__ import annotations
 import os
 
 from pallet.errors import RuntimeFailure
-from pallet.runtime import ext, spec
+from pallet.runtime import cgroups, spec
 from pallet.runtime import syscalls as sc
 from pallet.runtime.channel import Channel
-from pallet.runtime.lifecycle.create import _reap, _report, _setgroups_denied
+from pallet.runtime.lifecycle.create import (
+    _reap,
+    _report,
+    _setgroups_denied,
+    compile_seccomp,
+    fork_in_cgroup,
+    send_seccomp_listener,
+)
 from pallet.runtime.namespaces import ORDER
 from pallet.runtime.state import Container, atomic_write
 
@@ -108,11 +116,13 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
         from pallet.runtime import lsm
 
         lsm.check(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
-    filt = None
-    if linux.get("seccomp"):
-        from pallet.runtime import seccomp
+    if isinstance(proc.get("capabilities"), dict):
+        from pallet.runtime import capabilities
 
-        filt = ext.call(seccomp.compile_profile, linux["seccomp"])
+        # entering a user namespace (setns) starts with a full bounding set in it
+        proc["capabilities"] = capabilities.grantable(proc["capabilities"], "user" in spec.namespaces(cfg))
+    filt = compile_seccomp(linux, c.root)
+    mgr = cgroups.manager(linux.get("cgroupsPath"), c.id)
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     tty_proxy = None
     if proc.get("terminal") and not opts.console_socket:
@@ -151,37 +161,46 @@ def exec_process(c: Container, proc: dict[str, Any], opts: ExecOptions) -> int:
     ch = Channel()
     child = 0
     try:
-        inter = os.fork()
+        inter, in_unified = fork_in_cgroup(mgr)
         if inter == 0:
             try:
                 ch.child_side()
+                mgr.join(unified=not in_unified)
                 _intermediate(ch, ns_fds, root_fd, console_fd, proc, filt, opts)
             except BaseException as e:
                 _report(ch, e)
             os._exit(1)
         ch.parent_side()
-        mgr = ext.cgroup_manager(linux.get("cgroupsPath"), c.id)
-        if mgr is not None:
-            ext.call(mgr.apply, inter)
-        ch.send_down("go")
         try:
-            tag, payload = ch.recv_up("exec process")
-            if tag == "pid":
-                child = int(payload)
-            _reap(inter)
-            # EOF (the channel is close-on-exec) means execve succeeded; a message means it failed
-            try:
-                tag, payload = ch.recv_up("exec process")
-            except RuntimeFailure as e:
-                if "without reporting" not in str(e):
+            # "pid" from the intermediate; from the process only "seccomp" (a NOTIFY listener to
+            # fetch) or an error. EOF (the channel is close-on-exec) means execve succeeded.
+            reaped = False
+            listener_fd = -1
+            while True:
+                try:
+                    tag, payload = ch.recv_up("exec process")
+                except RuntimeFailure as e:
+                    if child and "without reporting" in str(e):
+                        break
                     raise
+                if tag == "pid":
+                    child = int(payload)
+                    _reap(inter)
+                    reaped = True
+                elif tag == "seccomp":
+                    listener_fd = int(payload.partition(" ")[2])
+                if child and listener_fd >= 0:
+                    send_seccomp_listener(filt, child, listener_fd, c.oci_state())
+                    ch.send_down("seccomp-done")
+                    listener_fd = -1
         except BaseException:
             if child:
                 try:
                     os.kill(child, 9)
                 except ProcessLookupError:
                     pass
-            _reap(inter)
+            if not reaped:
+                _reap(inter)
             raise
     finally:
         ch.close()
@@ -210,7 +229,6 @@ def _intermediate(
 ) -> None:
     from pallet.runtime import namespaces
 
-    ch.expect_down("go")
     namespaces.join(ns_fds)
     os.fchdir(root_fd)
     os.chroot(".")
@@ -242,19 +260,22 @@ def _child(ch: Channel, console_fd: int, proc: dict[str, Any], filt: Any, opts: 
     if nnp:
         process.no_new_privileges()
     if filt is not None and not nnp:
-        from pallet.runtime import seccomp
-
-        ext.call(seccomp.load, filt)
+        _load_seccomp(ch, filt)
     process.apply_identity(proc, _setgroups_denied())
     process.chdir(proc.get("cwd") or "/")
     exe = process.lookup(proc["args"][0], env)
     if filt is not None and nnp:
-        from pallet.runtime import seccomp
-
-        ext.call(seccomp.load, filt)
+        _load_seccomp(ch, filt)
     if proc.get("apparmorProfile") or proc.get("selinuxLabel"):
         from pallet.runtime import lsm
 
         lsm.apply_exec_labels(proc.get("apparmorProfile") or "", proc.get("selinuxLabel") or "")
     process.close_fds(opts.preserve_fds)
     process.execve(exe, proc["args"], env)
+
+
+
+def _load_seccomp(ch: Channel, filt: Any) -> None:
+    from pallet.runtime.lifecycle.create import _load_seccomp as load
+
+    load(ch, filt, 0)  # 0: the runtime knows our host pid from the intermediate's "pid"

@@ -5,40 +5,24 @@ from __future__ import annotations
 import os
 
 from pallet.errors import RuntimeFailure
-from pallet.runtime import ext, log
+from pallet.runtime import log
 from pallet.runtime.state import Container
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pallet.runtime.cgroups import Manager
+
+
+def manager(c: Container) -> Manager:
+    """The container's cgroups (a Manager is only paths: made again from the saved config)."""
+    from pallet.runtime import cgroups
+
+    return cgroups.manager(((c.data.get("config") or {}).get("linux") or {}).get("cgroupsPath"), c.id)
 
 
 def container_pids(c: Container) -> list[int]:
-    """Every process of the container: its cgroup (Manager.pids), else its own pid namespace."""
-    cfg = c.data.get("config") or {}
-    mgr = ext.cgroup_manager((cfg.get("linux") or {}).get("cgroupsPath"), c.id)
-    if mgr is not None:
-        pids = ext.call(mgr.pids)
-        if pids is not None:
-            return list(pids)
-    return pidns_members(c)
-
-
-def pidns_members(c: Container) -> list[int]:
-    """Fallback: processes sharing the init's pid namespace (when the container has its own)."""
-    if not c.alive():
-        return []
-    try:
-        target = os.readlink(f"/proc/{c.pid}/ns/pid")
-    except OSError:
-        return [c.pid]
-    if target == os.readlink("/proc/self/ns/pid"):
-        return [c.pid]  # shares the host's pid namespace: only the init is known to be ours
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.readlink(f"/proc/{name}/ns/pid") == target:
-                    out.append(int(name))
-            except OSError:
-                continue
-    return sorted(out)
+    """Every process of the container: everything in its cgroup and the cgroups below it."""
+    return manager(c).pids()
 
 
 def kill(c: Container, sig: int, all_processes: bool = False) -> None:
@@ -46,13 +30,7 @@ def kill(c: Container, sig: int, all_processes: bool = False) -> None:
     if status == "stopped" and not all_processes:
         raise RuntimeFailure(f"container {c.id} is not running")
     if all_processes:
-        for pid in container_pids(c):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-            except OSError as e:
-                log.warning(f"kill {pid}: {e.strerror}")
+        signal_all(c, sig)
         return
     try:
         fd = os.pidfd_open(c.pid)
@@ -68,3 +46,31 @@ def kill(c: Container, sig: int, all_processes: bool = False) -> None:
         raise RuntimeFailure(f"container {c.id} is not running") from None
     finally:
         os.close(fd)
+
+
+def signal_all(c: Container, sig: int) -> None:
+    """``kill --all``: every process in the cgroup. Frozen first (as runc), so nothing forks a
+    child we would miss; a paused container is thawed after SIGKILL so the kill takes effect."""
+    mgr = manager(c)
+    paused = c.status() == "paused"
+    frozen = False
+    if not paused:
+        try:
+            mgr.freeze()
+            frozen = True
+        except RuntimeFailure as e:
+            log.debug(f"kill --all: not frozen first: {e}")
+    try:
+        for pid in mgr.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            except OSError as e:
+                log.warning(f"kill {pid}: {e.strerror}")
+    finally:
+        if frozen or (paused and sig == 9):
+            mgr.thaw()
+            if paused:
+                c.data["_paused"] = False
+                c.save()

@@ -1,12 +1,10 @@
-"""The rest of runc's verbs: state, list, ps, pause, resume, update, features, spec."""
+"""The rest of runc's verbs: state, list, ps, pause, resume, update, events, features, spec."""
 
 from __future__ import annotations
 
-import os
-
 from pallet.errors import RuntimeFailure
-from pallet.runtime import ext, jsonio, spec
-from pallet.runtime.lifecycle.kill import container_pids
+from pallet.runtime import jsonio, spec
+from pallet.runtime.lifecycle.kill import container_pids, manager
 from pallet.runtime.state import Container, list_ids
 
 TYPE_CHECKING = False
@@ -14,20 +12,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def _manager(c: Container, what: str) -> Any:
-    from pallet.runtime import cgroups
-
-    cfg = c.data.get("config") or {}
-    return ext.require(
-        cgroups.manager, (cfg.get("linux") or {}).get("cgroupsPath"), c.id, what=f"{what}: cgroups"
-    )
-
-
 def pause(c: Container) -> None:
     st = c.status()
     if st not in ("running", "created"):
         raise RuntimeFailure(f"cannot pause container {c.id}: it is {st}")
-    ext.require(_manager(c, "pause").freeze, what="pause: the cgroup freezer")
+    manager(c).freeze()
     c.data["_paused"] = True
     c.save()
 
@@ -36,7 +25,7 @@ def resume(c: Container) -> None:
     st = c.status()
     if st != "paused":
         raise RuntimeFailure(f"cannot resume container {c.id}: it is {st}, not paused")
-    ext.require(_manager(c, "resume").thaw, what="resume: the cgroup freezer")
+    manager(c).thaw()
     c.data["_paused"] = False
     c.save()
 
@@ -163,8 +152,7 @@ def update_resources(flags: dict[str, str | None], resources_file: str | None) -
 def update(c: Container, resources: dict[str, Any]) -> None:
     if c.status() == "stopped":
         raise RuntimeFailure(f"cannot update container {c.id}: it has stopped")
-    mgr = _manager(c, "update")
-    ext.require(mgr.set, resources, what="update: cgroup resources")
+    manager(c).set(resources, update=True)
     cfg = c.data.setdefault("config", {})
     linux = cfg.setdefault("linux", {})
     merged = dict(linux.get("resources") or {})
@@ -191,13 +179,8 @@ def list_containers(root: str) -> list[dict[str, Any]]:
 def features() -> dict[str, Any]:
     from pallet.runtime import capabilities, cgroups, lsm, seccomp
 
-    ctrl = ext.call(cgroups.controllers_available, default=None)
-    cg: dict[str, Any] = {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False}
-    if ctrl is not None:
-        cg["v1"] = any(v == "v1" for v in ctrl.values())
-        cg["v2"] = any(v == "v2" for v in ctrl.values()) or os.path.isdir("/sys/fs/cgroup/unified")
-        cg["rdma"] = "rdma" in ctrl
-    sec = ext.call(seccomp.features, default=None) or {"enabled": False}
+    cg = cgroups.features()
+    sec = seccomp.features()
     mount_opts = sorted({*spec.MOUNT_FLAGS, *spec.PROPAGATION, *spec.RECURSIVE, *spec.EXTRA_OPTIONS})
     return {
         "ociVersionMin": spec.OCI_VERSION_MIN,
@@ -216,3 +199,70 @@ def features() -> dict[str, Any]:
         },
         "annotations": {"org.opencontainers.runtime-spec.features": "pallet-runtime"},
     }
+
+
+def events(c: Container, stats_once: bool, interval: float) -> None:
+    """runc ``events``: JSON lines on stdout. ``--stats``: one "stats" event and return; else a
+    "stats" event every ``interval`` seconds plus an "oom" event whenever the kernel OOM-kills in
+    the container, until the container stops (then exit 0, as runc)."""
+    import sys
+    import time
+
+    if c.status() == "stopped":
+        raise RuntimeFailure(f"container {c.id} is not running")
+    mgr = manager(c)
+
+    def emit(kind: str, data: dict[str, Any] | None = None) -> None:
+        ev: dict[str, Any] = {"type": kind, "id": c.id}
+        if data is not None:
+            ev["data"] = data
+        sys.stdout.write(jsonio.dumps(ev) + "\n")
+        sys.stdout.flush()
+
+    if stats_once:
+        emit("stats", runc_stats(mgr.stats()))
+        return
+    ooms = mgr.oom_kill_count()
+    next_stats = time.monotonic()
+    while c.alive():
+        now = time.monotonic()
+        n = mgr.oom_kill_count()
+        if n > ooms:
+            emit("oom")
+            ooms = n
+        if now >= next_stats:
+            emit("stats", runc_stats(mgr.stats()))
+            next_stats = now + interval
+        time.sleep(min(0.2, interval))
+
+
+def runc_stats(s: dict[str, Any]) -> dict[str, Any]:
+    """Manager.stats() in runc's ``events`` types (what containerd/podman decode): the same
+    groups, plus the keys runc always writes."""
+    return {
+        "cpu": s.get("cpu") or {"usage": {}, "throttling": {}},
+        "cpuset": s.get("cpuset") or {},
+        "memory": s.get("memory") or {},
+        "pids": s.get("pids") or {},
+        "blkio": s.get("blkio") or {},
+        "hugetlb": s.get("hugetlb") or {},
+        "intel_rdt": {},
+        "network_interfaces": None,
+    }
+
+
+def parse_interval(v: str) -> float:
+    """Go durations as runc takes them ("5s", "500ms", "1m"); a bare number is seconds."""
+    units = (("ms", 0.001), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    num, mult = v, 1.0
+    for suffix, scale in units:
+        if v.endswith(suffix):
+            num, mult = v[: -len(suffix)], scale
+            break
+    try:
+        out = float(num) * mult
+    except ValueError:
+        raise RuntimeFailure(f"invalid --interval {v!r}: use a duration like 5s or 500ms") from None
+    if out <= 0:
+        raise RuntimeFailure(f"invalid --interval {v!r}: must be positive")
+    return out

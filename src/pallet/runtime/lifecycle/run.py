@@ -12,8 +12,6 @@ import os
 from pallet.errors import RuntimeFailure
 from pallet.runtime import syscalls as sc
 from pallet.runtime.lifecycle.create import CreateOptions, create
-from pallet.runtime.lifecycle.delete import delete, destroy
-from pallet.runtime.lifecycle.start import start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,12 +34,18 @@ def run(opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
             opts.console_socket = tty_proxy.path
     elif not opts.console_socket and terminal:
         raise RuntimeFailure("cannot allocate tty if runtime will detach without setting console socket")
+    # what start and delete need is imported while the container sets up (create calls this right
+    # after forking), not before: on two cores that import time is free
+    opts.while_waiting = _import_rest
     try:
         c = create(opts)
     except BaseException:
         if tty_proxy:
             tty_proxy.close()
         raise
+    from pallet.runtime.lifecycle.delete import delete, destroy
+    from pallet.runtime.lifecycle.start import start
+
     try:
         with c.lock():
             start(c)
@@ -58,6 +62,10 @@ def run(opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
         with c.lock():
             destroy(c)
     return status
+
+
+def _import_rest() -> None:
+    from pallet.runtime.lifecycle import delete, start  # noqa: F401
 
 
 def _wait(pid: int, tty_proxy: Any) -> int:

@@ -25,12 +25,18 @@ def start(c: Container) -> None:
     try:
         p = select.poll()
         p.register(fd, select.POLLIN)
-        while True:
+        got = b""
+        while True:  # "0", then EOF when the init execs the user's program (or dies)
             if p.poll(50):
-                data = os.read(fd, 1)
+                data = os.read(fd, 16)
                 if data:
+                    got += data
+                    continue
+                if got:
                     break
             if not c.alive():
+                if got:
+                    break  # it started and has already finished
                 raise RuntimeFailure(f"cannot start container {c.id}: its init process has exited")
             time.sleep(0)
     finally:
@@ -39,8 +45,7 @@ def start(c: Container) -> None:
         os.unlink(c.fifo)
     except FileNotFoundError:
         pass
-    c.data["status"] = "running"
-    c.save()
+    # no save: "running" is what the kernel says once the fifo is gone (Container.status)
     cfg = c.data.get("config") or {}
     if hooks.has(cfg, "poststart"):
         hooks.run("poststart", cfg["hooks"]["poststart"], c.oci_state(), warn_only=True)
