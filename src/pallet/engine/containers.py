@@ -882,7 +882,7 @@ def _remove_storage(ctx: Context, container_id: str, *, remove_volumes: bool, de
             runtime.delete(container_id)
         if remove_volumes:
             anon = st.container_volumes(container_id)
-    networking.release(ctx, container_id)
+    networking.release_begin(ctx, container_id)  # on a thread, while the rest goes
     src = image_source(ctx)
     trace("remove: runtime state gone")
     src.remove_rootfs(container_id)
@@ -891,6 +891,7 @@ def _remove_storage(ctx: Context, container_id: str, *, remove_volumes: bool, de
         src.unhold(c.image_id, container_id)
     _rmtree(bundle_dir(ctx, container_id), ignore_errors=True)
     _rmtree(container_dir(ctx, container_id), ignore_errors=True)
+    networking.release(ctx, container_id)
     if delete_row:
         st.delete(container_id)
     if anon:

@@ -62,10 +62,11 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
     ``PortMappings`` (pallet.network.PortMapping dicts, ``-P`` included), ``PortBindings`` and
     ``PublishAllPorts`` (docker's HostConfig), ``ExposedPorts`` (docker's Config).
     """
-    from pallet.network import parse_network_mode, parse_publish, publish_all
-    from pallet.network.types import DEFAULT_NETWORK, check_alias, check_mac
+    mode = _plain_mode(opts.network or BRIDGE)
+    if mode is None:
+        from pallet.network import parse_network_mode
 
-    mode = parse_network_mode(opts.network or BRIDGE)
+        mode = parse_network_mode(opts.network or BRIDGE)
     aliases = list(getattr(opts, "network_aliases", None) or [])
     ip = getattr(opts, "ip", None)
     mac = getattr(opts, "mac_address", None)
@@ -97,6 +98,8 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
     for h in opts.add_hosts:
         if h.rstrip().endswith("host-gateway") and mode.kind != "bridge":
             raise UsageError(f"--add-host {h}: host-gateway needs a bridge network (the container's gateway)")
+    if aliases or mac or mode.kind == "bridge":
+        from pallet.network.types import DEFAULT_NETWORK, check_alias, check_mac
     for alias in aliases:
         check_alias(alias)
     networks: dict[str, Any] = {}
@@ -125,6 +128,8 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
         net_mode = mode.kind
 
     exposed: dict[str, dict] = dict((image_config.get("config") or {}).get("ExposedPorts") or {})
+    if expose or publish or publish_all_ports:
+        from pallet.network import parse_publish, publish_all
     for e in expose:
         m = parse_publish(e)
         if m.host_port or m.host_ip:
@@ -156,6 +161,18 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
         "PublishAllPorts": publish_all_ports,
         "ExposedPorts": exposed or None,
     }
+
+
+def _plain_mode(value: str) -> Any:
+    """``none``, ``host`` and ``container:X`` without importing pallet.network (~8 ms on the
+    ``run`` path of containers that need none of it); None for anything else."""
+    from types import SimpleNamespace
+
+    if value in ("none", "host"):
+        return SimpleNamespace(kind=value, networks=[], container=None)
+    if value.startswith("container:") and "," not in value and value != "container:":
+        return SimpleNamespace(kind="container", networks=[], container=value.split(":", 1)[1])
+    return None
 
 
 def resolve(ctx: Context, composed: dict[str, Any]) -> None:
@@ -249,17 +266,21 @@ def _remove_pin(ctx: Context, container_id: str) -> None:
 
 def networks_of(c: Container) -> dict[str, Any]:
     """The bridge networks a container is configured for ({} for none, host and container:)."""
-    mode = c.config["HostConfig"].get("NetworkMode") or "none"
+    return _networks(c.config)
+
+
+def _networks(config: dict[str, Any]) -> dict[str, Any]:
+    mode = config["HostConfig"].get("NetworkMode") or "none"
     if mode in ("none", "host") or mode.startswith("container:"):
         return {}
-    return c.config.get("Networks") or {}
+    return config.get("Networks") or {}
 
 
-def _attachments(c: Container) -> list[Any]:
+def _attachments(config: dict[str, Any]) -> list[Any]:
     from pallet.network import Attachment
 
     out = []
-    for name, ep in networks_of(c).items():
+    for name, ep in _networks(config).items():
         out.append(
             Attachment(
                 name,
@@ -272,9 +293,9 @@ def _attachments(c: Container) -> list[Any]:
 
 
 def _record_path(ctx: Context, container_id: str) -> Path:
-    from pallet.network import store
-
-    return store.container_path(ctx, container_id)
+    """Where pallet.network records what setup made (``store.container_path``), without importing
+    it: release() runs for every container that stops, bridge or not."""
+    return Path(ctx.root) / "networks" / "containers" / f"{container_id}.json"
 
 
 def start(ctx: Context, c: Container) -> tuple[str | None, tuple[str, str, str] | None]:
@@ -286,30 +307,37 @@ def start(ctx: Context, c: Container) -> tuple[str | None, tuple[str, str, str] 
         return _join(ctx, c, mode.split(":", 1)[1])
     if not networks_of(c):
         return None, None
+    from pallet.engine import containers
+
+    return _setup(ctx, c.id, c.name, c.config, str(containers.container_dir(ctx, c.id)))
+
+
+def _setup(
+    ctx: Context, cid: str, name: str, config: dict[str, Any], files_dir: str
+) -> tuple[str, tuple[str, str, str]]:
     _boot_reconcile(ctx)
     from pallet import network
     from pallet.engine.procs import trace
     from pallet.network.types import DNSOptions, PortMapping
 
     trace("network: imported")
-
-    cfg, hc = c.config["Config"], c.config["HostConfig"]
-    if _record_path(ctx, c.id).exists():  # a start after a crash: release what it left
-        release(ctx, c.id)
-    pin = _create_pin(ctx, c.id)
+    cfg, hc = config["Config"], config["HostConfig"]
+    if _record_path(ctx, cid).exists():  # a start after a crash: release what it left
+        release(ctx, cid)
+    pin = _create_pin(ctx, cid)
     trace("network: namespace pinned")
     try:
         hosts = []
         for entry in hc.get("ExtraHosts") or []:
-            name, _, ip = entry.partition(":")
-            hosts.append((name, ip))
+            host, _, ip = entry.partition(":")
+            hosts.append((host, ip))
         res = network.setup(
-            c.id,
+            cid,
             pin,
-            _attachments(c),
-            container_name=c.name,
+            _attachments(config),
+            container_name=name,
             hostname=cfg.get("Hostname") or None,
-            port_mappings=[PortMapping(**m) for m in c.config.get("PortMappings") or []],
+            port_mappings=[PortMapping(**m) for m in config.get("PortMappings") or []],
             dns=DNSOptions(
                 servers=list(hc.get("Dns") or []),
                 search=list(hc.get("DnsSearch") or []),
@@ -320,19 +348,17 @@ def start(ctx: Context, c: Container) -> tuple[str | None, tuple[str, str, str] 
         )
     except BaseException:
         with contextlib.suppress(Exception):
-            _remove_pin(ctx, c.id)
+            _remove_pin(ctx, cid)
         raise
     trace("network: set up")
-    return pin, write_files(ctx, c, res)
+    return pin, write_files(Path(files_dir), cfg.get("Hostname") or cid[:12], res)
 
 
-def write_files(ctx: Context, c: Container, res: SetupResult) -> tuple[str, str, str]:
-    """/etc/hostname, /etc/hosts and /etc/resolv.conf from a setup result."""
-    from pallet.engine import containers
+def write_files(d: Path, hostname: str, res: SetupResult) -> tuple[str, str, str]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf (in directory ``d``) from a setup result."""
     from pallet.fsutil import atomic_write
     from pallet.network import render_hosts, render_resolv_conf
 
-    d = containers.container_dir(ctx, c.id)
     d.mkdir(parents=True, exist_ok=True)
     gateway = next((i.gateway for i in res.interfaces if i.gateway), None)
     entries = []
@@ -343,7 +369,7 @@ def write_files(ctx: Context, c: Container, res: SetupResult) -> tuple[str, str,
             ip = gateway
         entries.append((ip, names))
     texts = (
-        (c.config["Config"].get("Hostname") or c.id[:12]) + "\n",
+        hostname + "\n",
         render_hosts(entries),
         render_resolv_conf(res.dns_servers, res.dns_search, res.dns_options),
     )
@@ -383,8 +409,35 @@ def _join(ctx: Context, c: Container, target: str) -> tuple[str, tuple[str, str,
     return netns, (out[0], out[1], out[2])
 
 
+def release_begin(ctx: Context, container_id: str) -> None:
+    """Start :func:`release` on a thread: tearing down is mostly waiting for the kernel (an RCU
+    grace period per deleted link, nft's commit), which overlaps the rest of the container's
+    removal; :func:`release` then waits for it (and redoes what failed, so errors surface)."""
+    if not _record_path(ctx, container_id).exists():
+        return
+    import threading
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            _release(ctx, container_id)
+
+    thread = threading.Thread(target=run, name=f"teardown-{container_id[:12]}", daemon=True)
+    _started[container_id] = thread
+    thread.start()
+
+
+_started: dict[str, Any] = {}
+
+
 def release(ctx: Context, container_id: str) -> None:
     """Tear the container's networking down and unpin its namespace; nothing set up is fine."""
+    thread = _started.pop(container_id, None)
+    if thread is not None:
+        thread.join()
+    _release(ctx, container_id)
+
+
+def _release(ctx: Context, container_id: str) -> None:
     if _record_path(ctx, container_id).exists():
         from pallet import network
         from pallet.engine.procs import trace
