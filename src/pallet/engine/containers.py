@@ -590,7 +590,7 @@ def run(
     if opts.tty and stdin_fd is not None and os.isatty(stdin_fd):
         size = proto.terminal_size(stdin_fd)
     try:
-        start(c.id, ctx, console_size=size, launch=launch)
+        networking.watch_exit(ctx, start(c.id, ctx, console_size=size, launch=launch))
         result = proto.relay(
             ours,
             stdin_fd=stdin_fd if opts.interactive else None,
@@ -603,6 +603,7 @@ def run(
         finish_attached(ctx, c.id, result, ours)
     finally:
         ours.close()
+        networking.unwatch(c.id)
     trace("cli: exit received")
     if result is None:
         return c, None

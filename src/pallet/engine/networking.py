@@ -413,8 +413,8 @@ def release_begin(ctx: Context, container_id: str) -> None:
     """Start :func:`release` on a thread: tearing down is mostly waiting for the kernel (an RCU
     grace period per deleted link, nft's commit), which overlaps the rest of the container's
     removal; :func:`release` then waits for it (and redoes what failed, so errors surface)."""
-    if not _record_path(ctx, container_id).exists():
-        return
+    if container_id in _started or not _record_path(ctx, container_id).exists():
+        return  # (a watch_exit thread is on it already)
     import threading
 
     def run() -> None:
@@ -427,13 +427,64 @@ def release_begin(ctx: Context, container_id: str) -> None:
 
 
 _started: dict[str, Any] = {}
+_wakers: dict[str, int] = {}
+
+
+def watch_exit(ctx: Context, c: Container) -> None:
+    """``run --rm`` (attached): tear the network down the moment the container's init exits,
+    while the monitor drains its output and deletes it from the runtime and the CLI then removes
+    the rest. When PID 1 of a PID namespace exits, the kernel kills everything else in it: nothing
+    of the container can use the network any more, and an auto-removed container is never
+    started again. :func:`release` and :func:`unwatch` wait for it."""
+    if not c.config["HostConfig"].get("AutoRemove") or not networks_of(c):
+        return
+    from pallet.engine.procs import proc_start_time
+
+    try:
+        fd = os.pidfd_open(c.pid) if c.pid else -1
+    except OSError:
+        fd = -1
+    if fd >= 0 and proc_start_time(c.pid) != c.pid_start:  # its pid was reused already
+        os.close(fd)
+        fd = -1
+    if fd < 0:  # it exited before we looked (`run --rm IMAGE true`): start now
+        release_begin(ctx, c.id)
+        return
+    import select
+    import threading
+
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
+
+    def run() -> None:
+        try:
+            if fd in select.select([fd, wake_r], [], [])[0]:
+                with contextlib.suppress(Exception):  # (release() redoes what failed)
+                    _release(ctx, c.id)
+        finally:
+            os.close(fd)
+            os.close(wake_r)
+
+    thread = threading.Thread(target=run, name=f"watch-{c.id[:12]}", daemon=True)
+    _started[c.id] = thread
+    _wakers[c.id] = wake_w
+    thread.start()
+
+
+def unwatch(container_id: str) -> None:
+    """Stop :func:`watch_exit`'s thread, or wait until its teardown is done."""
+    w = _wakers.pop(container_id, None)
+    if w is not None:
+        with contextlib.suppress(OSError):
+            os.write(w, b"x")
+        os.close(w)
+    thread = _started.pop(container_id, None)
+    if thread is not None:
+        thread.join()
 
 
 def release(ctx: Context, container_id: str) -> None:
     """Tear the container's networking down and unpin its namespace; nothing set up is fine."""
-    thread = _started.pop(container_id, None)
-    if thread is not None:
-        thread.join()
+    unwatch(container_id)
     _release(ctx, container_id)
 
 
