@@ -210,3 +210,37 @@ def test_container_network_mode_joins_a_bridge_container(engine: Engine) -> None
         "run", "--rm", "--network", "container:owner", "--dns", "1.1.1.1", "small", "true", match="dns"
     )
     engine.fails("run", "--rm", "--network", "container:owner", "-h", "x", "small", "true", match="hostname")
+
+
+def test_namespace_pins_do_not_outlive_the_container_in_other_mount_namespaces(engine: Engine) -> None:
+    """A mount namespace made while a container runs (a service with PrivateTmp, another
+    runtime's container being set up: here `unshare -m --propagation slave`) gets a copy of the
+    container's netns pin. Removing the container must not leave that copy (and with it the
+    namespace) behind: the pins live in a shared-propagation mount, as `ip netns` keeps them (an
+    unmount propagates to the copies), and the pin file is unlinked after the unmount (which
+    detaches copies elsewhere since Linux 3.18)."""
+    engine.ok("run", "-d", "--name", "pinned", "small", "sleep", "300")
+    pin = engine.sandbox("pinned")
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "slave", "sleep", "120"])
+    try:
+        deadline = time.monotonic() + 10
+        seen = False
+        while time.monotonic() < deadline and not seen:
+            try:
+                seen = pin in Path(f"/proc/{other.pid}/mountinfo").read_text()
+            except OSError:
+                pass
+            time.sleep(0.02)
+        assert seen, "the new mount namespace has a copy of the pin"
+        shared = [
+            line
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4] == str(engine.runroot / "netns")
+        ]
+        assert shared and "shared:" in shared[0], shared
+        engine.ok("rm", "-f", "pinned")
+        assert pin not in Path(f"/proc/{other.pid}/mountinfo").read_text()
+        assert str(engine.runroot / "netns") not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        other.kill()
+        other.wait()
