@@ -18,6 +18,7 @@ from pathlib import Path
 from pallet import network
 from pallet.network import netns
 from tests.network.conftest import Engine, free_subnet, our_links, our_tables
+from tests.support import peers
 
 
 def ruleset_mentions(engine: Engine) -> list[str]:
@@ -131,8 +132,10 @@ def test_stop_start_and_restart_policy_set_up_again(engine: Engine) -> None:
 
 
 def test_killed_monitor_and_engine_crashes_are_cleaned_up(engine: Engine) -> None:
-    # a monitor killed with its container: the next `ps` sees it exited and releases its network
-    cid = engine.ok("run", "-d", "--name", "k", "small", "sleep", "300").strip()
+    # a monitor killed with its container: the next start that needs its port, and the next
+    # `ps`, see it exited and release its network
+    port = peers.free_port()
+    cid = engine.ok("run", "-d", "--name", "k", "-p", f"{port}:80", "small", "sleep", "300").strip()
     bundle = engine.runroot / "engine" / cid
     mpid = int((bundle / "monitor.pid").read_text().split()[0])
     pid = int((bundle / "pid").read_text())
@@ -142,9 +145,11 @@ def test_killed_monitor_and_engine_crashes_are_cleaned_up(engine: Engine) -> Non
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert our_links(engine.ctx), "the pinned namespace keeps the veth until the engine notices"
-    assert "Exited (255)" in engine.ok("ps", "-a", "--format", "{{.Names}} {{.Status}}")
+    engine.ok("run", "-d", "--name", "k2", "-p", f"{port}:80", "small", "sleep", "300")
+    assert engine.ok("port", "k2").strip() == f"80/tcp -> 0.0.0.0:{port}"
+    assert "k Exited (255)" in engine.ok("ps", "-a", "--format", "{{.Names}} {{.Status}}")
+    engine.ok("rm", "-f", "k", "k2")
     assert engine.leaks() == []
-    engine.ok("rm", "k")
 
     # networking a crashed engine left for a container it no longer knows (a pinned namespace,
     # a veth, an address, a port rule, a DNS responder): `system prune` removes all of it

@@ -331,21 +331,31 @@ def _setup(
         for entry in hc.get("ExtraHosts") or []:
             host, _, ip = entry.partition(":")
             hosts.append((host, ip))
-        res = network.setup(
-            cid,
-            pin,
-            _attachments(config),
-            container_name=name,
-            hostname=cfg.get("Hostname") or None,
-            port_mappings=[PortMapping(**m) for m in config.get("PortMappings") or []],
-            dns=DNSOptions(
-                servers=list(hc.get("Dns") or []),
-                search=list(hc.get("DnsSearch") or []),
-                options=list(hc.get("DnsOptions") or []),
-                add_hosts=hosts,
-            ),
-            ctx=ctx,
-        )
+
+        def setup() -> SetupResult:
+            return network.setup(
+                cid,
+                pin,
+                _attachments(config),
+                container_name=name,
+                hostname=cfg.get("Hostname") or None,
+                port_mappings=[PortMapping(**m) for m in config.get("PortMappings") or []],
+                dns=DNSOptions(
+                    servers=list(hc.get("Dns") or []),
+                    search=list(hc.get("DnsSearch") or []),
+                    options=list(hc.get("DnsOptions") or []),
+                    add_hosts=hosts,
+                ),
+                ctx=ctx,
+            )
+
+        try:
+            res = setup()
+        except (network.PortUnavailable, network.AddressUnavailable):
+            # held by a container that died unnoticed (its monitor killed with it)? release
+            # what crashes left, then try once more
+            reconcile(ctx)
+            res = setup()
     except BaseException:
         with contextlib.suppress(Exception):
             _remove_pin(ctx, cid)
