@@ -320,7 +320,7 @@ def _setup(
     from pallet.engine.procs import trace
     from pallet.network.types import DNSOptions, PortMapping
 
-    trace("network: imported")
+    trace("network: setting up")
     cfg, hc = config["Config"], config["HostConfig"]
     if _record_path(ctx, cid).exists():  # a start after a crash: release what it left
         release(ctx, cid)
