@@ -8,14 +8,13 @@
 #             doing the same (netavark_cycle.sh), on an idle network (bridge and rules made and
 #             removed every time) and with a resident container keeping the bridge up.
 # run         `pallet run --rm IMAGE true` vs `podman run --rm IMAGE true`, both on their
-#             default bridge network (the issue's target: pallet <= 0.5x podman). The pallet
-#             side is skipped until the engine provides `pallet run`.
-# throughput  1 GiB through busybox nc between two containers on one bridge network: two pallet
-#             network namespaces vs two podman containers (the same host busybox runs in each
+#             default bridge network (the issue's target: pallet <= 0.5x podman), and pallet
+#             with --network none for what networking adds.
+# throughput  1 GiB through busybox nc between two containers on their default bridge network:
+#             two pallet containers vs two podman containers (the same host busybox runs in each
 #             container's network namespace via nsenter, so only the network path differs).
 #
 # Environment: PALLET (default .venv/bin/pallet), PYTHON (default .venv/bin/python),
-# PALLET_IMAGE / PALLET_IMAGE_PREPARE (how `pallet run` gets the refimage, see bench_run),
 # RUNS (default 20), TP_RUNS (default 5), KEEP_WORK=1 to keep the scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,21 +41,16 @@ CONF
 cleanup() {
   set +e
   "${PODMAN[@]}" rm -f -t 0 pbench-a pbench-b > /dev/null 2>&1
+  "$PALLET" rm -f pbench-a pbench-b > /dev/null 2>&1
   "$PYTHON" bench/network/cycle.py "$WORK/cycle-resident" --resident down > /dev/null 2>&1
   "$PYTHON" - "$WORK" <<'PY' > /dev/null 2>&1
 import sys
 from pathlib import Path
 from pallet import network
 from pallet.context import Context
-from pallet.network import netns
 work = Path(sys.argv[1])
 for base in (work / "pallet", work / "cycle", work / "cycle-resident"):
-    ctx = Context(root=base / "root", runroot=base / "run")
-    for cid in ("tp-a", "tp-b"):
-        network.teardown(cid, ctx=ctx)
-    network.cleanup(ctx=ctx)
-for p in work.glob("tp-*.ns"):
-    netns.remove(p)
+    network.cleanup(ctx=Context(root=base / "root", runroot=base / "run"))
 PY
   for ns in pbench-nv-resident; do
     [ -e "/run/netns/$ns" ] && /usr/lib/podman/netavark --config "$WORK/aardvark" -f "$WORK/resident.json" \
@@ -115,26 +109,30 @@ load_image() {
   fi
 }
 
+pallet_image() {  # the same refimage layout into pallet's store, as pbench-small
+  if ! "$PALLET" image inspect pbench-small > /dev/null 2>&1; then
+    load_image
+    "$PALLET" load -q -i "$WORK/small" > /dev/null
+    "$PALLET" tag localhost/latest:latest pbench-small > /dev/null
+  fi
+}
+
 bench_run() {
   echo "== run --rm IMAGE true on the default bridge network"
   load_image
-  local cmds=(-n "podman run --rm (bridge)" "${PODMAN[*]} run --rm --network bridge pbench-small:latest true")
-  if "$PALLET" run --help > /dev/null 2>&1; then
-    # how the engine takes the refimage layout may differ: override with PALLET_IMAGE and
-    # PALLET_IMAGE_PREPARE (a shell command run once before timing)
-    local image=${PALLET_IMAGE:-oci:$WORK/small:latest}
-    eval "${PALLET_IMAGE_PREPARE:-"$PALLET" pull "$image"}" > /dev/null
-    cmds+=(-n "pallet run --rm (bridge)" "$PALLET run --rm $image true")
-  else
-    echo "(pallet run is not available yet: measuring podman alone)"
-  fi
-  hyperfine --warmup 3 --runs "$RUNS" --export-markdown "$WORK/run.md" "${cmds[@]}"
+  pallet_image
+  "$PALLET" run --rm pbench-small true  # first start after boot: crash cleanup runs once
+  hyperfine --warmup 3 --runs "$RUNS" --export-markdown "$WORK/run.md" \
+    -n "podman run --rm (bridge)" "${PODMAN[*]} run --rm --network bridge pbench-small:latest true" \
+    -n "pallet run --rm (bridge)" "$PALLET run --rm pbench-small true" \
+    -n "pallet run --rm --network none" "$PALLET run --rm --network none pbench-small true"
   cat "$WORK/run.md"
 }
 
 bench_throughput() {
   echo "== 1 GiB through busybox nc between two containers on one bridge network"
   load_image
+  pallet_image
   local bb port=5001 fifo=$WORK/idle.fifo
   bb=$(command -v busybox)
   mkfifo "$fifo"
@@ -146,29 +144,22 @@ bench_throughput() {
   pa=$("${PODMAN[@]}" inspect -f '{{.State.Pid}}' pbench-a)
   pb=$("${PODMAN[@]}" inspect -f '{{.State.Pid}}' pbench-b)
   ipa=$("${PODMAN[@]}" inspect -f '{{.NetworkSettings.IPAddress}}' pbench-a)
-  # pallet: two network namespaces on a user network
-  local sub
-  sub=$(free_subnet 232)
-  "$PALLET" network create --subnet "$sub" pbench > /dev/null
-  "$PYTHON" - "$WORK" <<'PY'
-import sys
-from pathlib import Path
-from pallet import network
-from pallet.network import netns
-work = Path(sys.argv[1])
-for cid in ("tp-a", "tp-b"):
-    p = netns.create(work / f"{cid}.ns")
-    r = network.setup(cid, p, [network.Attachment("pbench")], container_name=cid)
-    (work / f"{cid}.ip").write_text(r.interfaces[0].address)
-PY
-  local xa xb
-  xa=$(cat "$WORK/tp-a.ip")
+  # pallet: two containers on its default network
+  for c in pbench-a pbench-b; do
+    "$PALLET" run -d --name "$c" pbench-small sleep 3600 > /dev/null
+  done
+  local na nb xa
+  na=$("$PALLET" container inspect -f '{{.NetworkSettings.SandboxKey}}' pbench-a)
+  nb=$("$PALLET" container inspect -f '{{.NetworkSettings.SandboxKey}}' pbench-b)
+  xa=$("$PALLET" container inspect -f '{{.NetworkSettings.IPAddress}}' pbench-a)
+  # the same host busybox runs in each container's network namespace: only the path differs
   serve() { echo "nsenter --net=$1 sh -c 'head -c 1073741824 /dev/zero | $bb nc -l -p $port' > /dev/null 2>&1 & sleep 0.3"; }
   hyperfine --runs "$TP_RUNS" --export-markdown "$WORK/throughput.md" \
     --prepare "$(serve "/proc/$pa/ns/net")" \
     -n "podman bridge: 1 GiB busybox nc" "nsenter --net=/proc/$pb/ns/net $bb nc $ipa $port <> $fifo > /dev/null" \
-    --prepare "$(serve "$WORK/tp-a.ns")" \
-    -n "pallet bridge: 1 GiB busybox nc" "nsenter --net=$WORK/tp-b.ns $bb nc $xa $port <> $fifo > /dev/null"
+    --prepare "$(serve "$na")" \
+    -n "pallet bridge: 1 GiB busybox nc" "nsenter --net=$nb $bb nc $xa $port <> $fifo > /dev/null"
+  "$PALLET" rm -f pbench-a pbench-b > /dev/null
   cat "$WORK/throughput.md"
 }
 

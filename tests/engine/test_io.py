@@ -355,7 +355,7 @@ def test_top_stats_port(pallet: Pallet) -> None:
     js = json.loads(pallet.ok("stats", "--no-stream", "--format", "json", "mon"))
     assert js["Name"] == "mon" and js["PIDs"] == "1" and js["MemUsage"].endswith("/ 32MiB")
     assert pallet.ok("port", "mon") == ""
-    r = pallet("run", "--rm", "-p", "8080:80", "small", "true")
+    r = pallet("run", "--rm", "--network", "none", "-p", "8080:80", "small", "true")
     assert r.rc == 125 and "bridge" in r.err
 
 

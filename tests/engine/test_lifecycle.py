@@ -371,7 +371,7 @@ def test_inspect_format_and_json_shape(pallet: Pallet) -> None:
         assert key in info, key
     assert info["Image"].startswith("sha256:")
     assert info["Config"]["Cmd"] == ["sh", "-c", "true"]
-    assert info["HostConfig"]["NetworkMode"] == "none"
+    assert info["HostConfig"]["NetworkMode"] == "bridge"
     out = pallet.ok(
         "container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}} {{.State.Running}}", "shape"
     )

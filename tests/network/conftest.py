@@ -15,8 +15,11 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ import pytest
 from pallet.context import Context
 from pallet.network import dnsctl, netns, store
 from pallet.network.netlink import Netlink
+from tests.support import peers
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -267,3 +271,185 @@ def upstream_dns() -> Iterator[UpstreamDNS]:
         yield u
     finally:
         u.close()
+
+
+# -- engine-level fixtures: real containers through `pallet run` ----------------------------------------
+
+PALLET = [sys.executable, "-m", "pallet.cli.main"]
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"rc={self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err}"
+
+
+class Engine:
+    """``pallet`` as a user runs it (a new process per command) on one private root, with images
+    pulled from a loopback registry into the real store; runc as the runtime."""
+
+    def __init__(self, base: Path, images: dict[str, str]) -> None:
+        self.base = base
+        self.root, self.runroot = base / "root", base / "run"
+        self.images = images
+        self.ctx = Context(root=self.root, runroot=self.runroot)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PALLET_")}
+        self.env.update(
+            {
+                "PALLET_ROOT": str(self.root),
+                "PALLET_RUNROOT": str(self.runroot),
+                "PYTHONPATH": os.pathsep.join([str(peers.REPO), os.environ.get("PYTHONPATH", "")]),
+            }
+        )
+
+    def __call__(self, *args: str, timeout: float = 90, input: str | None = None) -> Result:
+        res = subprocess.run(
+            [*PALLET, "--runtime", "runc", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            input=input,
+            cwd=str(peers.REPO),
+        )
+        return Result(res.returncode, res.stdout, res.stderr)
+
+    def ok(self, *args: str, timeout: float = 90) -> str:
+        r = self(*args, timeout=timeout)
+        assert r.rc == 0, f"pallet {' '.join(args)} failed:\n{r}"
+        return r.out
+
+    def fails(self, *args: str, rc: int = 125, match: str = "") -> Result:
+        r = self(*args)
+        assert r.rc == rc and match in r.err, f"pallet {' '.join(args)}: wanted rc={rc} and {match!r}:\n{r}"
+        return r
+
+    def inspect(self, ref: str) -> dict:
+        return json.loads(self.ok("container", "inspect", ref))[0]
+
+    def ip(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def sandbox(self, ref: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["SandboxKey"]
+
+    def wait_listen(self, ref: str, port: int, timeout: float = 15) -> None:
+        """Until something in container ``ref`` listens on TCP ``port`` (checked from outside)."""
+        ns = self.sandbox(ref)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["nsenter", f"--net={ns}", "ss", "-H", "-lnt", f"sport = :{port}"],
+                capture_output=True,
+                text=True,
+            ).stdout
+            if out.strip():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"nothing listens on {port} in {ref}")
+
+    def leaks(self) -> list[str]:
+        """What networking may leave behind, as readable lines (empty: nothing)."""
+        found = [f"link {n}" for n in our_links(self.ctx)]
+        found += [f"nft {t}" for t in our_tables(self.ctx)]
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4]
+                if mp.startswith(str(self.runroot / "netns")):
+                    found.append(f"mount {mp}")
+        pins = self.runroot / "netns"
+        if pins.is_dir():
+            found += [f"pin {pins / n}" for n in os.listdir(pins)]
+        recs = store.net_dir(self.ctx) / "containers"
+        if recs.is_dir():
+            found += [f"record {n}" for n in os.listdir(recs)]
+        for net in store.all_networks(self.ctx):
+            ipam_file = store.net_dir(self.ctx) / "ipam" / f"{net.name}.json"
+            if ipam_file.exists() and json.loads(ipam_file.read_text()).get("allocations"):
+                found.append(f"addresses on {net.name}")
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if dnsctl.MODULE.encode() in cmd and str(self.runroot).encode() in cmd and ") Z " not in stat:
+                found.append(f"dns responder {pid}")
+        return found
+
+    def remove_everything(self) -> None:
+        ids = self("ps", "-aq", "--no-trunc").out.split()
+        if ids:
+            self("rm", "-f", *ids, timeout=180)
+        for name in self("network", "ls", "-q").out.split():
+            if name != "pallet":
+                self("network", "rm", "-f", name)
+
+
+@pytest.fixture(scope="session")
+def net_images(small_layout: Path, registry: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """refimage ``small`` pushed by skopeo to a loopback docker-registry, and ``web``: the same with
+    ``EXPOSE 80/tcp 53/udp`` set by umoci (for ``-P``). {short name: reference}."""
+    web = tmp_path_factory.mktemp("web-layout") / "web"
+    shutil.copytree(small_layout, web)
+    subprocess.run(
+        [
+            "umoci",
+            "config",
+            "--image",
+            f"{web}:latest",
+            "--config.exposedports",
+            "80/tcp",
+            "--config.exposedports",
+            "53/udp",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    refs = {"small": f"{registry}/net/small:latest", "web": f"{registry}/net/web:latest"}
+    peers.skopeo_copy(f"oci:{small_layout}:latest", f"docker://{refs['small']}")
+    peers.skopeo_copy(f"oci:{web}:latest", f"docker://{refs['web']}")
+    return refs
+
+
+@pytest.fixture(scope="module")
+def engine_root(net_images: dict[str, str]) -> Iterator[Engine]:
+    """One pallet root per test module, with the test images pulled through the real store."""
+    base = Path(tempfile.mkdtemp(prefix="pn-", dir="/tmp"))  # short: unix socket paths
+    e = Engine(base, net_images)
+    try:
+        for name, ref in net_images.items():
+            e.ok("pull", "-q", ref, timeout=180)
+            e.ok("tag", ref, name)
+        yield e
+    finally:
+        with contextlib.suppress(Exception):
+            e.remove_everything()
+        wipe(e.ctx)
+        _unmount_under(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def engine(engine_root: Engine) -> Iterator[Engine]:
+    """The module's engine; after the test every container and network goes, and nothing of
+    them may be left on the host: links, nft table, netns pins and mounts, DNS responders."""
+    yield engine_root
+    engine_root.remove_everything()
+    leaks = engine_root.leaks()
+    if leaks:
+        wipe(engine_root.ctx)  # the next test starts clean even so
+    assert leaks == [], f"left behind after removing every container and network: {leaks}"
+
+
+def _unmount_under(base: Path) -> None:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split()[4].startswith(str(base))]
+    for mp in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True)

@@ -59,8 +59,8 @@ def test_bad_input_is_one_line_and_exit_125(ctx, pallet_root, capsys):
         (["create", "--bogus", "x"], "unrecognized arguments"),
         (["create", "-o", "mtu=abc", "x"], "invalid mtu"),
         (["ls", "--filter", "color=red"], "invalid filter"),
-        (["connect", "pallet", "web"], "needs the engine"),
-        (["disconnect", "pallet", "web"], "needs the engine"),
+        (["connect", "pallet", "web"], "no such container: web"),
+        (["disconnect", "pallet", "web"], "no such container: web"),
     ):
         rc, out, err = run(capsys, *argv)
         assert rc == 125 and needle in err, (argv, err)

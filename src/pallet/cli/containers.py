@@ -279,8 +279,19 @@ def _add_create_flags(p: argparse.ArgumentParser, run: bool) -> None:
     a("--dns-option", action="append", default=[], help="DNS option")
     a("--sysctl", action="append", default=[], help="namespaced kernel parameter KEY=VALUE")
     a("--shm-size", help="size of /dev/shm")
-    a("--network", "--net", dest="network", help="network mode: none, host, container:NAME")
-    a("-p", "--publish", action="append", default=[], help="publish a port (needs a bridge network)")
+    a(
+        "--network",
+        "--net",
+        dest="network",
+        action="append",
+        help="bridge (default), NETWORK[,NETWORK...], none, host or container:NAME",
+    )
+    a("--network-alias", action="append", default=[], help="name other containers on the network use")
+    a("--ip", help="IPv4 address on the network")
+    a("--mac-address", help="MAC address of the container's interface")
+    a("-p", "--publish", action="append", default=[], help="publish a port: [HOSTIP:][HOSTPORT:]PORT[/PROTO]")
+    a("-P", "--publish-all", action="store_true", help="publish every exposed port on a random host port")
+    a("--expose", action="append", default=[], help="expose a port or range: PORT[-END][/PROTO]")
     a("--cgroup-parent", help="parent cgroup (default /pallet)")
     a("--oom-score-adj", type=int, help="OOM score adjustment")
     a("--cidfile", help="write the container ID to this file")
@@ -344,8 +355,13 @@ def _options(args: argparse.Namespace):
         dns_options=args.dns_option,
         sysctls=args.sysctl,
         shm_size=args.shm_size,
-        network=args.network,
+        network=",".join(args.network) if args.network else None,
         publish=args.publish,
+        publish_all=args.publish_all,
+        expose=args.expose,
+        network_aliases=args.network_alias,
+        ip=args.ip,
+        mac_address=args.mac_address,
         cgroup_parent=args.cgroup_parent,
         oom_score_adj=args.oom_score_adj,
     )
@@ -540,6 +556,7 @@ _PS_HEADERS = {
 def _ps_filter(containers_: list, filters: list[str], ctx: Context) -> list:
     import re
 
+    from pallet.engine import networking
     from pallet.engine.inspect import docker_status
 
     flt: dict[str, list[str]] = {}
@@ -619,7 +636,7 @@ def _ps_filter(containers_: list, filters: list[str], ctx: Context) -> list:
             }
             if not any(v in vols for v in flt["volume"]):
                 continue
-        if flt.get("network") and (c.config["HostConfig"].get("NetworkMode") or "none") not in flt["network"]:
+        if flt.get("network") and not set(networking.network_names(c)) & set(flt["network"]):
             continue
         out.append(c)
     return out
@@ -627,7 +644,7 @@ def _ps_filter(containers_: list, filters: list[str], ctx: Context) -> list:
 
 def _ps_row(c: Any, ctx: Context, *, trunc: bool, size: bool) -> dict[str, Any]:
     from pallet.cli import render
-    from pallet.engine import containers
+    from pallet.engine import containers, networking
     from pallet.engine.inspect import command_text, docker_status, status_text
 
     labels = c.config["Config"].get("Labels") or {}
@@ -637,7 +654,7 @@ def _ps_row(c: Any, ctx: Context, *, trunc: bool, size: bool) -> dict[str, Any]:
         "Command": command_text(c, truncate=trunc),
         "CreatedAt": c.created,
         "RunningFor": render.time_ago(c.created),
-        "Ports": "",
+        "Ports": networking.ports_text(ctx, c),
         "Status": status_text(c),
         "State": docker_status(c),
         "Names": c.name,
@@ -646,7 +663,7 @@ def _ps_row(c: Any, ctx: Context, *, trunc: bool, size: bool) -> dict[str, Any]:
         "Mounts": ",".join(
             m["Source"][:15] if m["Type"] == "volume" else m["Source"] for m in c.config["MountSpecs"]
         ),
-        "Networks": c.config["HostConfig"].get("NetworkMode") or "none",
+        "Networks": ",".join(networking.network_names(c)),
         "Size": "",
     }
     if size:

@@ -18,11 +18,10 @@ from pallet.errors import UsageError
 
 
 def resolve_container(name_or_id: str, ctx: Context) -> tuple[str, str, str]:
-    """(container id, container name, netns path) of a running container. Filled in by the engine."""
-    raise UsageError(
-        f"pallet network: finding container {name_or_id!r} needs the engine, "
-        "which is not available in this build"
-    )
+    """(container id, container name, netns path) of a running container on bridge networks."""
+    from pallet.engine import networking
+
+    return networking.resolve_container(name_or_id, ctx)
 
 
 def _kv(items: list[str] | None, what: str) -> dict[str, str]:
@@ -108,7 +107,11 @@ def register(subparsers: Any, verb: str) -> None:
     )
     rl.set_defaults(func=reload)
 
-    cn = sub.add_parser("connect", help="connect a running container to a network")
+    cn = sub.add_parser(
+        "connect",
+        help="connect a container to a network",
+        description="Connect a container to a network: at once if it runs, else from its next start.",
+    )
     cn.add_argument("--alias", action="append", default=[], help="network-scoped alias (repeatable)")
     cn.add_argument("--ip", help="IPv4 address from the network's subnet")
     cn.add_argument("--mac-address", help="MAC address of the new interface")
@@ -116,7 +119,11 @@ def register(subparsers: Any, verb: str) -> None:
     cn.add_argument("container", metavar="CONTAINER")
     cn.set_defaults(func=connect)
 
-    dc = sub.add_parser("disconnect", help="disconnect a container from a network")
+    dc = sub.add_parser(
+        "disconnect",
+        help="disconnect a container from a network",
+        description="Disconnect a container from a network: at once if it runs, and for its next starts.",
+    )
     dc.add_argument("-f", "--force", action="store_true", help="accepted for compatibility")
     dc.add_argument("network", metavar="NETWORK")
     dc.add_argument("container", metavar="CONTAINER")
@@ -241,13 +248,36 @@ def inspect(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _remove_one(name: str, force: bool, ctx: Context) -> str:
+    """podman's ``network rm``: refused while any container (running or not) is configured to use
+    the network; ``-f`` removes those containers first (stopping running ones)."""
+    from pallet import network
+    from pallet.engine import containers, networking
+    from pallet.network import store
+
+    if name in ("bridge", network.DEFAULT_NETWORK):
+        raise network.InvalidNetworkConfig(
+            f"the default network {network.DEFAULT_NETWORK!r} cannot be removed"
+        )
+    net = store.find(ctx, name)
+    users = networking.containers_using(ctx, net.name)
+    if users and not force:
+        names = ", ".join(sorted(c.name for c in users))
+        raise network.NetworkInUse(
+            f"network {net.name} is in use by container(s): {names} (pallet network rm -f removes them)"
+        )
+    for c in users:
+        containers.remove(c.id, force=True, volumes=True, ctx=ctx)
+    return network.remove(net.name, force=force, ctx=ctx)
+
+
 def remove(args: argparse.Namespace, ctx: Context) -> int:
     from pallet import network
 
     first: Exception | None = None
     for name in args.names:
         try:
-            print(network.remove(name, force=args.force, ctx=ctx))
+            print(_remove_one(name, args.force, ctx))
         except network.NetworkError as e:
             if first is None:
                 first = e
@@ -277,7 +307,9 @@ def prune(args: argparse.Namespace, ctx: Context) -> int:
         answer = sys.stdin.readline().strip().lower() if sys.stdin and not sys.stdin.closed else ""
         if answer not in ("y", "yes"):
             return 0
-    for name in network.prune(labels or None, ctx):
+    from pallet.engine import networking
+
+    for name in network.prune(labels or None, ctx, keep=networking.used_networks(ctx)):
         print(name)
     return 0
 
@@ -296,22 +328,16 @@ def reload(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def connect(args: argparse.Namespace, ctx: Context) -> int:
-    from pallet import network
+    from pallet.engine import networking
 
-    cid, name, netns_path = resolve_container(args.container, ctx)
-    network.connect(
-        cid,
-        netns_path,
-        network.Attachment(args.network, static_ip=args.ip, aliases=args.alias, static_mac=args.mac_address),
-        container_name=name,
-        ctx=ctx,
+    networking.connect(
+        ctx, args.container, args.network, aliases=args.alias, ip=args.ip, mac=args.mac_address
     )
     return 0
 
 
 def disconnect(args: argparse.Namespace, ctx: Context) -> int:
-    from pallet import network
+    from pallet.engine import networking
 
-    cid, _name, _netns = resolve_container(args.container, ctx)
-    network.disconnect(cid, args.network, ctx=ctx)
+    networking.disconnect(ctx, args.container, args.network)
     return 0

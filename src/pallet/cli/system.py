@@ -210,12 +210,28 @@ def _container_parents(ctx: Context) -> set[str]:
         return set()
 
 
+def _prune_networks(ctx: Context, filters: list[str]) -> list[str]:
+    """Networks no container uses (as docker and podman prune them), after releasing what dead
+    containers and a killed engine left on the host (links, addresses, rules, DNS responders)."""
+    from pallet import network
+    from pallet.engine import networking
+
+    networking.reconcile(ctx)
+    labels: dict[str, str | None] = {}
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key == "label":
+            lk, lsep, lv = value.partition("=")
+            labels[lk] = lv if lsep else None
+    return network.prune(labels or None, ctx, keep=networking.used_networks(ctx))
+
+
 def cmd_system_prune(args: argparse.Namespace, ctx: Context) -> int:
     from pallet.cli import render
     from pallet.engine import containers, volumes
 
     if not args.force:
-        what = ["all stopped containers"]
+        what = ["all stopped containers", "all networks not used by at least one container"]
         if args.volumes:
             what.append("all anonymous volumes not used by at least one container")
         what.append(
@@ -243,6 +259,10 @@ def cmd_system_prune(args: argparse.Namespace, ctx: Context) -> int:
         if vols:
             print("Deleted Volumes:")
             print("\n".join(vols) + "\n")
+    nets = _prune_networks(ctx, args.filter)
+    if nets:
+        print("Deleted Networks:")
+        print("\n".join(nets) + "\n")
     ids, ireclaimed = _prune_images(ctx, args.all)
     total += ireclaimed
     if ids:

@@ -20,7 +20,7 @@ import socket
 import time
 from pathlib import Path
 
-from pallet.engine import cgroups, spec
+from pallet.engine import cgroups, networking, spec
 from pallet.engine import runtime as rt
 from pallet.engine.errors import ContainerRunning, ContainerStateError, NoSuchContainer, NoSuchImage
 from pallet.engine.options import DEFAULT_STOP_TIMEOUT, CreateOptions, parse_bytes, signal_number
@@ -212,9 +212,7 @@ def create(
     platform = spec.check_platform(img.config, opts.platform)
     cid = os.urandom(32).hex()
     composed = spec.compose(img.config, command, opts, container_id=cid, image_name=image)
-    if (composed["HostConfig"]["NetworkMode"] or "").startswith("container:"):
-        other = get(composed["HostConfig"]["NetworkMode"].split(":", 1)[1], ctx)
-        composed["HostConfig"]["NetworkMode"] = f"container:{other.id}"
+    networking.resolve(ctx, composed)
     name = name or names.random_name(st.name_taken)
     args = list(composed["Config"].get("Entrypoint") or []) + list(composed["Config"].get("Cmd") or [])
     vol_names: list[str] = []
@@ -378,14 +376,8 @@ def _prepare(ctx: Context, c: Container, console_size: tuple[int, int] | None) -
                 )
             os.makedirs(m["Source"], exist_ok=True)
         resolved.append(m)
-    hostname_p, hosts_p, resolv_p = _write_files(ctx, c)
-    netns = None
-    net = hc.get("NetworkMode") or ""
-    if net.startswith("container:"):
-        other = get(net.split(":", 1)[1], ctx)
-        if other.status not in ("running", "paused") or not other.pid:
-            raise ContainerStateError(f"cannot join the network of container {other.name}: it is not running")
-        netns = f"/proc/{other.pid}/ns/net"
+    netns, files = networking.start(ctx, c)
+    hostname_p, hosts_p, resolv_p = files or _write_files(ctx, c)
     inputs = spec.StartInputs(
         rootfs=rootfs,
         uid=user.uid,
@@ -598,7 +590,7 @@ def run(
     if opts.tty and stdin_fd is not None and os.isatty(stdin_fd):
         size = proto.terminal_size(stdin_fd)
     try:
-        start(c.id, ctx, console_size=size, launch=launch)
+        networking.watch_exit(ctx, start(c.id, ctx, console_size=size, launch=launch))
         result = proto.relay(
             ours,
             stdin_fd=stdin_fd if opts.interactive else None,
@@ -611,6 +603,7 @@ def run(
         finish_attached(ctx, c.id, result, ours)
     finally:
         ours.close()
+        networking.unwatch(c.id)
     trace("cli: exit received")
     if result is None:
         return c, None
@@ -867,9 +860,12 @@ def remove(ref: str, *, force: bool = False, volumes: bool = False, ctx: Context
 
 
 def _release_storage(ctx: Context, container_id: str) -> None:
-    """The container stopped: unmount its root filesystem (its changes stay)."""
+    """The container stopped: off its networks, unmount its root filesystem (its changes stay)."""
+    try:
+        networking.release(ctx, container_id)
+    finally:
+        image_source(ctx).release_rootfs(container_id)
     st = _state(ctx)
-    image_source(ctx).release_rootfs(container_id)
     with contextlib.suppress(Exception):
         st.update(container_id, rootfs="")
 
@@ -887,6 +883,7 @@ def _remove_storage(ctx: Context, container_id: str, *, remove_volumes: bool, de
             runtime.delete(container_id)
         if remove_volumes:
             anon = st.container_volumes(container_id)
+    networking.release_begin(ctx, container_id)  # on a thread, while the rest goes
     src = image_source(ctx)
     trace("remove: runtime state gone")
     src.remove_rootfs(container_id)
@@ -895,6 +892,7 @@ def _remove_storage(ctx: Context, container_id: str, *, remove_volumes: bool, de
         src.unhold(c.image_id, container_id)
     _rmtree(bundle_dir(ctx, container_id), ignore_errors=True)
     _rmtree(container_dir(ctx, container_id), ignore_errors=True)
+    networking.release(ctx, container_id)
     if delete_row:
         st.delete(container_id)
     if anon:
@@ -1085,12 +1083,7 @@ def stats(
 def ports(ref: str, ctx: Context | None = None) -> list[tuple[str, str]]:
     """(container port/proto, host ip:port) pairs; none without a bridge network."""
     ctx = _ctx(ctx)
-    c = get(ref, ctx)
-    out = []
-    for port, bindings in sorted((c.config["HostConfig"].get("PortBindings") or {}).items()):
-        for b in bindings or []:
-            out.append((port, f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}"))
-    return out
+    return networking.port_pairs(ctx, get(ref, ctx))
 
 
 def logs(

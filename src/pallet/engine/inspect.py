@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pallet.engine import containers as C
+from pallet.engine import networking
 from pallet.engine.state import Container
 
 if TYPE_CHECKING:
@@ -167,14 +168,7 @@ def container_inspect(ctx: Context, c: Container, *, size: bool = False) -> dict
         "GraphDriver": graph,
         "Mounts": mounts_view(ctx, c),
         "Config": cfg,
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "HairpinMode": False,
-            "Ports": {},
-            "SandboxKey": f"/proc/{c.pid}/ns/net" if c.pid else "",
-            "Networks": {hc.get("NetworkMode") or "none": {}},
-        },
+        "NetworkSettings": networking.settings(ctx, c),
         "OCIRuntime": (c.config.get("Runtime") or {}).get("Name", ""),
     }
     if size:

@@ -608,7 +608,7 @@ class Monitor:
                     self._final_exit(stopped=True)
                     return
                 self.restart_count += 1
-                err = self._start_container()
+                err = self._network_restart("up") or self._start_container()
                 if err is not None:
                     self._record_failed_restart(err)
                     return
@@ -929,11 +929,22 @@ class Monitor:
                 restart_count=self.restart_count,
             )
             if ok:
+                self._network_restart("down")
                 self._broadcast_exit({"ExitCode": exit_code, "OOMKilled": oom, "Restarting": True})
                 self.restart_at = time.monotonic() + self.backoff
                 return False
         self._final_exit(stopped=False, exit_code=exit_code, oom=oom, finished=finished)
         return True
+
+    def _network_restart(self, phase: str) -> Exception | None:
+        """Restart policies take the container off its networks and set them up again."""
+        from pallet.engine import networking
+
+        err = networking.monitor_restart(self.cfg, phase)
+        if err is not None and phase == "down":
+            print(f"network teardown of {self.cfg.container_id} failed: {err}", file=sys.stderr)
+            return None
+        return err
 
     def _final_exit(
         self, *, stopped: bool, exit_code: int | None = None, oom: bool = False, finished: str | None = None

@@ -85,6 +85,11 @@ class CreateOptions:
     shm_size: str | int | None = None
     network: str | None = None
     publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    expose: list[str] = field(default_factory=list)
+    network_aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    mac_address: str | None = None
     cgroup_parent: str | None = None
     oom_score_adj: int | None = None
 
@@ -472,7 +477,7 @@ def parse_add_host(text: str) -> tuple[str, str]:
     if not sep or not host or not ip:
         raise UsageError(f"invalid add-host {text!r}: expected HOST:IP")
     if ip == "host-gateway":
-        raise UsageError("add-host host-gateway needs a bridge network, which this build does not have yet")
+        return host, ip  # the container's gateway, filled in when its network is set up
     import ipaddress
 
     try:

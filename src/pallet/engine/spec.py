@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: the network mode used when --network is not given (the bridge issue will make it "bridge")
-DEFAULT_NETWORK = "none"
+#: the network mode used when --network is not given: the default bridge network
+DEFAULT_NETWORK = "bridge"
 #: rlimits given when the user sets none: podman's defaults, clamped to the host's hard limits
 DEFAULT_RLIMITS = {"nofile": 1048576, "nproc": 4194304}
 _RLIMIT_CONST = {
@@ -137,14 +137,10 @@ def compose(
     if opts.stop_timeout is not None and opts.stop_timeout < -1:
         raise UsageError("--stop-timeout must be -1 (wait forever) or more")
     # -- network ---------------------------------------------------------------------------------
-    network = opts.network or DEFAULT_NETWORK
-    if network not in o.NETWORK_MODES and not network.startswith("container:"):
-        raise UsageError(
-            f"network {network!r} is not available: this build supports --network none, "
-            "host and container:NAME (bridge networks come with the networking issue)"
-        )
-    if opts.publish and network in ("none", "host"):
-        raise UsageError(f"port publishing needs a bridge network; --network {network} cannot publish ports")
+    from pallet.engine import networking
+
+    net = networking.compose(opts, image_config)
+    network = net["NetworkMode"]
     hostname = opts.hostname
     if hostname is None:
         hostname = os.uname().nodename if network == "host" else container_id[:12]
@@ -283,7 +279,7 @@ def compose(
         "AttachStdin": attach and opts.interactive,
         "AttachStdout": attach,
         "AttachStderr": attach,
-        "ExposedPorts": icfg.get("ExposedPorts") or None,
+        "ExposedPorts": net["ExposedPorts"],
         "Tty": opts.tty,
         "OpenStdin": opts.interactive,
         "StdinOnce": attach and opts.interactive,
@@ -306,7 +302,7 @@ def compose(
         "ContainerIDFile": "",
         "LogConfig": {"Type": opts.log_driver, "Config": log_opts},
         "NetworkMode": network,
-        "PortBindings": {},
+        "PortBindings": net["PortBindings"],
         "RestartPolicy": restart,
         "AutoRemove": opts.auto_remove,
         "VolumeDriver": "",
@@ -323,7 +319,7 @@ def compose(
         "OomScoreAdj": opts.oom_score_adj or 0,
         "PidMode": "",
         "Privileged": opts.privileged,
-        "PublishAllPorts": False,
+        "PublishAllPorts": net["PublishAllPorts"],
         "ReadonlyRootfs": opts.read_only,
         "SecurityOpt": list(opts.security_opt) or None,
         "Tmpfs": {m["Target"]: m["Mode"] for m in mounts if m.get("FromFlag") == "--tmpfs"} or None,
@@ -351,6 +347,8 @@ def compose(
         "Config": config,
         "HostConfig": host_config,
         "MountSpecs": mounts,
+        "Networks": net["Networks"],
+        "PortMappings": net["PortMappings"],
         "Capabilities": caps,
         "Security": sec,
         "PullPolicy": opts.pull,

@@ -325,14 +325,21 @@ def remove(name: str, force: bool = False, ctx: Context | None = None) -> str:
     return net.name
 
 
-def prune(labels: dict[str, str | None] | None = None, ctx: Context | None = None) -> list[str]:
-    """Remove every network but the default that no container uses (optionally: with these labels)."""
+def prune(
+    labels: dict[str, str | None] | None = None,
+    ctx: Context | None = None,
+    keep: set[str] | frozenset[str] = frozenset(),
+) -> list[str]:
+    """Remove every network but the default that no container uses (optionally: with these labels).
+
+    ``keep``: networks the engine's containers are configured to use (stopped ones included).
+    """
     from pallet.network import bridge, store
 
     ctx = _ctx(ctx)
     removed = []
     for net in store.all_networks(ctx):
-        if net.name == DEFAULT_NETWORK or bridge.users(ctx, net.name):
+        if net.name == DEFAULT_NETWORK or net.name in keep or bridge.users(ctx, net.name):
             continue
         if labels and not all(
             k in net.labels and (v is None or net.labels[k] == v) for k, v in labels.items()

@@ -19,7 +19,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,19 +29,21 @@ from pallet.network.errors import InvalidNetworkConfig, NetworkError, NetworkInU
 from pallet.network.netlink import Netlink, NetlinkError, open_in
 from pallet.network.store import Scope
 from pallet.network.types import (
+    ALIAS_RE,  # noqa: F401 - re-exported
     DEFAULT_NETWORK,
     DNS_DOMAIN,
+    IFNAME_RE,
     Attachment,
     DNSOptions,
     InterfaceStatus,
     Network,
     PortMapping,
     SetupResult,
+    check_alias,
+    check_mac,
 )
 
 log = logging.getLogger(__name__)
-ALIAS_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 ROUTE_METRIC = 100
 
 
@@ -153,11 +154,6 @@ def _ensure_bridge(ctx: Context, nl: Netlink, scope: Scope, net: Network) -> tup
     return net, link.index, True
 
 
-def _check_alias(name: str) -> None:
-    if not ALIAS_RE.match(name) or len(name) > 253:
-        raise InvalidNetworkConfig(f"invalid network alias {name!r}: use DNS name characters")
-
-
 def _record_ports(records: list[dict[str, Any]], exclude: str) -> list[PortMapping]:
     out = []
     for r in records:
@@ -231,7 +227,9 @@ def setup(
         raise InvalidNetworkConfig(f"network listed twice: {', '.join(names)}")
     for a in attachments:
         for alias in a.aliases:
-            _check_alias(alias)
+            check_alias(alias)
+        if a.static_mac is not None:
+            check_mac(a.static_mac)
         if a.interface is not None and not IFNAME_RE.match(a.interface):
             raise InvalidNetworkConfig(f"invalid interface name {a.interface!r}")
     if not container_name:

@@ -14,7 +14,9 @@ class NetworkExists(NetworkError):
 
 
 class NetworkInUse(NetworkError):
-    """The network still has containers attached."""
+    """The network still has containers attached (podman's ``network rm`` exits 2 then)."""
+
+    exit_code = 2
 
 
 class InvalidNetworkConfig(NetworkError, UsageError):

@@ -9,7 +9,8 @@ never needs rule handles. Nothing outside the table is read or written.
 Rules (IPv4)::
 
     forward      iifname @bridges oifname @bridges iifname . oifname != @same drop   # isolation
-                 iifname @internal drop;  oifname @internal drop                     # --internal
+                 iifname @internal iifname . oifname != @same drop                   # --internal
+                 oifname @internal iifname . oifname != @same drop
     input        internal bridges reach only the DNS responder (udp/tcp 53) on the host
     prerouting,  fib daddr type local jump hostports
     output       (output covers connections from the host itself, 127.0.0.1 included)
@@ -106,8 +107,10 @@ class Batch:
             add(f"flush chain {t} {chain}")
         rules = [
             "forward iifname @bridges oifname @bridges iifname . oifname != @same drop",
-            "forward iifname @internal drop",
-            "forward oifname @internal drop",
+            # (with br_netfilter, traffic between two containers on one bridge also passes
+            # here, in and out of that bridge: only what crosses to another interface is cut)
+            "forward iifname @internal iifname . oifname != @same drop",
+            "forward oifname @internal iifname . oifname != @same drop",
             "input iifname @internal meta l4proto { tcp, udp } th dport 53 accept",
             "input iifname @internal ct state established,related accept",
             "input iifname @internal drop",

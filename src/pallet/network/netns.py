@@ -18,6 +18,8 @@ from pallet.errors import NetworkError
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -106,3 +108,43 @@ def remove(path: str | os.PathLike[str]) -> None:
             raise NetworkError(f"cannot unmount network namespace {path}: {os.strerror(err)}")
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def ensure_shared_dir(path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` a mount point with shared propagation, as ``ip netns`` does for /run/netns.
+
+    A namespace pin is a bind mount, and every mount namespace created while it exists gets a
+    copy of it (a runtime's container being set up, a service with PrivateTmp ...). If the pin's
+    directory were private, unmounting it here would leave those copies holding the namespace,
+    its veth and the host end of the veth. In a shared directory the unmount propagates to every
+    copy. Callers serialise this with :func:`remove_pin`'s :func:`release_dir` under one lock.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    target = os.fsencode(path)
+    made = False
+    while _libc.mount(b"none", target, None, MS_SHARED | MS_REC, None) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL or made:
+            raise NetworkError(f"cannot make {path} a shared mount: {os.strerror(err)}")
+        # not a mount point yet: bind it onto itself first
+        _check(_libc.mount(target, target, None, MS_BIND | MS_REC, None), f"bind mount on {path}")
+        made = True
+    return path
+
+
+def release_dir(path: str | os.PathLike[str]) -> bool:
+    """Unmount a directory made by :func:`ensure_shared_dir` once it pins no namespace any more
+    (so nothing stays mounted when no container runs). True if it was unmounted."""
+    path = Path(path)
+    try:
+        if any(not n.startswith(".") for n in os.listdir(path)):
+            return False
+    except FileNotFoundError:
+        return False
+    if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):
+            return False
+        raise NetworkError(f"cannot unmount {path}: {os.strerror(err)}")
+    return True

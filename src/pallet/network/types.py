@@ -10,11 +10,34 @@ domains and host entries to write into the container's resolv.conf and hosts.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pallet.network.errors import InvalidNetworkConfig
+
 DEFAULT_NETWORK = "pallet"
 DNS_DOMAIN = "dns.pallet"
+#: a DNS name (``--network-alias``, container names in the responder)
+ALIAS_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$")
+#: a Linux interface name
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+
+
+def check_alias(name: str) -> None:
+    """A network alias must be a DNS name (the responder serves it)."""
+    if not ALIAS_RE.match(name) or len(name) > 253:
+        raise InvalidNetworkConfig(f"invalid network alias {name!r}: use DNS name characters")
+
+
+def check_mac(mac: str) -> str:
+    """A unicast MAC address (``--mac-address``), lower-cased."""
+    if not MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+        raise InvalidNetworkConfig(
+            f"invalid MAC address {mac!r}: expected a unicast address like 02:42:ac:11:00:02"
+        )
+    return mac.lower()
 
 
 @dataclass

@@ -1,0 +1,865 @@
+"""The engine's side of container networking: a container's lifecycle, wired to :mod:`pallet.network`.
+
+* ``create`` (:func:`compose`, :func:`resolve`): ``--network``, ``-p``, ``-P``, ``--expose``,
+  ``--network-alias``, ``--ip``, ``--mac-address``, ``--dns*``, ``--add-host`` are checked and
+  stored: docker's ``HostConfig.NetworkMode``/``PortBindings``/``PublishAllPorts`` and
+  ``Config.ExposedPorts`` for ``inspect``, plus the plan the engine acts on: ``Networks`` (per
+  network: aliases, static IP and MAC, docker's EndpointSettings shape) and ``PortMappings``.
+* every start (:func:`start`, from the CLI; :func:`monitor_restart` from the monitor for restart
+  policies): a new network namespace is pinned at ``RUNROOT/netns/<id>`` (in a shared-propagation
+  directory, see :func:`pallet.network.netns.ensure_shared_dir`), connected to its networks by
+  :func:`pallet.network.setup`, and the container's /etc/hosts and /etc/resolv.conf are written
+  from the result; the runtime gets the pin's path in config.json (``linux.namespaces``).
+* every exit, stop and ``rm`` (:func:`release`, reached from the engine's ``_release_storage``
+  and ``_remove_storage``): :func:`pallet.network.teardown`, then the pin goes. Idempotent, and a
+  no-op costing two ``stat`` calls when nothing is set up.
+* after crashes (:func:`reconcile`: ``system prune``, and the first start after a boot): network
+  state of containers that are not running is released, stray pins go, and
+  :func:`pallet.network.cleanup` removes whatever else a killed process left.
+
+``network connect``/``disconnect`` (:func:`connect`, :func:`disconnect`) change a container's
+stored networks and, when it runs, its live namespace. Importing this module is free: it
+imports :mod:`pallet.network` only when a container actually uses a bridge network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from pallet.errors import UsageError
+
+TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pallet.context import Context
+    from pallet.engine.state import Container
+    from pallet.network import SetupResult
+
+#: the network mode when --network is not given: the default bridge network (``pallet``)
+BRIDGE = "bridge"
+_NOT_RUNNING = ("created", "exited", "dead")
+
+
+def _conflict(what: str) -> UsageError:
+    return UsageError(f"conflicting options: {what} and the network mode")
+
+
+# -- create ------------------------------------------------------------------------------------------
+
+
+def _port_key(port: int, proto: str) -> str:
+    return f"{port}/{proto}"
+
+
+def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
+    """Check the network flags (pure: no state is read) and return what ``create`` stores.
+
+    Keys: ``NetworkMode`` (docker's: ``bridge``, a network name, ``none``, ``host``,
+    ``container:REF``), ``Networks`` ({name: EndpointSettings-like dict}, in interface order),
+    ``PortMappings`` (pallet.network.PortMapping dicts, ``-P`` included), ``PortBindings`` and
+    ``PublishAllPorts`` (docker's HostConfig), ``ExposedPorts`` (docker's Config).
+    """
+    mode = _plain_mode(opts.network or BRIDGE)
+    if mode is None:
+        from pallet.network import parse_network_mode
+
+        mode = parse_network_mode(opts.network or BRIDGE)
+    aliases = list(getattr(opts, "network_aliases", None) or [])
+    ip = getattr(opts, "ip", None)
+    mac = getattr(opts, "mac_address", None)
+    publish = list(opts.publish or [])
+    publish_all_ports = bool(getattr(opts, "publish_all", False))
+    expose = list(getattr(opts, "expose", None) or [])
+    if mode.kind == "container":
+        if opts.hostname is not None:
+            raise _conflict("hostname")
+        if opts.dns or opts.dns_search or opts.dns_options:
+            raise _conflict("dns")
+        if opts.add_hosts:
+            raise _conflict("custom host-to-IP mapping")
+        if mac:
+            raise _conflict("mac-address")
+        if publish or publish_all_ports:
+            raise UsageError("conflicting options: port publishing and the container type network mode")
+    if mode.kind != "bridge":
+        if publish or publish_all_ports:
+            raise UsageError(
+                f"port publishing needs a bridge network; --network {mode.kind} cannot publish ports"
+            )
+        if aliases:
+            raise UsageError("network-scoped aliases are supported only for containers on bridge networks")
+        if ip:
+            raise UsageError(f"--ip needs a bridge network, not --network {mode.kind}")
+        if mac and mode.kind != "container":
+            raise UsageError(f"--mac-address needs a bridge network, not --network {mode.kind}")
+    for h in opts.add_hosts:
+        if h.rstrip().endswith("host-gateway") and mode.kind != "bridge":
+            raise UsageError(f"--add-host {h}: host-gateway needs a bridge network (the container's gateway)")
+    if aliases or mac or mode.kind == "bridge":
+        from pallet.network.types import DEFAULT_NETWORK, check_alias, check_mac
+    for alias in aliases:
+        check_alias(alias)
+    networks: dict[str, Any] = {}
+    if mode.kind == "bridge":
+        if (ip or mac) and len(mode.networks) > 1:
+            raise UsageError("--ip and --mac-address can only be set for a single network")
+        if ip:
+            import ipaddress
+
+            try:
+                ip = str(ipaddress.IPv4Address(ip))
+            except ValueError:
+                raise UsageError(f"invalid --ip {ip!r}: expected an IPv4 address") from None
+        if mac:
+            mac = check_mac(mac)
+        for name in mode.networks:
+            networks[name] = {
+                "Aliases": aliases or None,
+                "IPAMConfig": {"IPv4Address": ip} if ip else None,
+                "MacAddress": mac or "",
+            }
+        net_mode = BRIDGE if mode.networks[0] == DEFAULT_NETWORK else mode.networks[0]
+    elif mode.kind == "container":
+        net_mode = f"container:{mode.container}"
+    else:
+        net_mode = mode.kind
+
+    exposed: dict[str, dict] = dict((image_config.get("config") or {}).get("ExposedPorts") or {})
+    if expose or publish or publish_all_ports:
+        from pallet.network import parse_publish, publish_all
+    for e in expose:
+        m = parse_publish(e)
+        if m.host_port or m.host_ip:
+            raise UsageError(f"invalid --expose {e!r}: expected PORT[-END][/PROTO]")
+        for k in range(m.range):
+            exposed.setdefault(_port_key(m.container_port + k, m.protocol), {})
+    mappings = [parse_publish(p) for p in publish]
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for m in mappings:
+        for k in range(m.range):
+            key = _port_key(m.container_port + k, m.protocol)
+            exposed.setdefault(key, {})
+            bindings.setdefault(key, []).append(
+                {"HostIp": m.host_ip, "HostPort": str(m.host_port + k) if m.host_port else ""}
+            )
+    if publish_all_ports:
+        # -P: every exposed port not published explicitly, on a random host port
+        for m in publish_all(k for k in exposed if k not in bindings):
+            mappings.append(m)
+            for k in range(m.range):
+                bindings.setdefault(_port_key(m.container_port + k, m.protocol), []).append(
+                    {"HostIp": "", "HostPort": ""}
+                )
+    return {
+        "NetworkMode": net_mode,
+        "Networks": networks,
+        "PortMappings": [m.to_dict() for m in mappings],
+        "PortBindings": bindings,
+        "PublishAllPorts": publish_all_ports,
+        "ExposedPorts": exposed or None,
+    }
+
+
+def _plain_mode(value: str) -> Any:
+    """``none``, ``host`` and ``container:X`` without importing pallet.network (~8 ms on the
+    ``run`` path of containers that need none of it); None for anything else."""
+    from types import SimpleNamespace
+
+    if value in ("none", "host"):
+        return SimpleNamespace(kind=value, networks=[], container=None)
+    if value.startswith("container:") and "," not in value and value != "container:":
+        return SimpleNamespace(kind="container", networks=[], container=value.split(":", 1)[1])
+    return None
+
+
+def resolve(ctx: Context, composed: dict[str, Any]) -> None:
+    """``create``'s checks against the state: the networks exist, a static IP is in the subnet,
+    a ``container:`` target exists (stored by ID; the container takes its hostname, as docker)."""
+    from pallet.engine import containers
+
+    hc = composed["HostConfig"]
+    mode = hc.get("NetworkMode") or BRIDGE
+    if mode.startswith("container:"):
+        other = containers.get(mode.split(":", 1)[1], ctx)
+        hc["NetworkMode"] = f"container:{other.id}"
+        composed["Config"]["Hostname"] = other.config["Config"]["Hostname"]
+        return
+    nets = composed.get("Networks") or {}
+    if not nets:
+        return
+    from pallet.network import store
+    from pallet.network.types import DEFAULT_NETWORK
+
+    resolved: dict[str, Any] = {}
+    for name, endpoint in nets.items():
+        if name == DEFAULT_NETWORK:
+            resolved[name] = endpoint
+            continue
+        net = store.find(ctx, name)  # NetworkNotFound: "network 'x' not found"
+        ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address")
+        if ip and net.subnets:
+            import ipaddress
+
+            if ipaddress.IPv4Address(ip) not in net.subnet.net:
+                raise UsageError(f"--ip {ip} is not in the subnet {net.subnet.subnet} of network {net.name}")
+        if net.name in resolved:
+            raise UsageError(f"network {net.name} is listed twice")
+        resolved[net.name] = endpoint
+    first = next(iter(resolved))
+    if hc.get("NetworkMode") not in (BRIDGE, first):
+        hc["NetworkMode"] = first
+    aliases = any(e.get("Aliases") for e in resolved.values())
+    if aliases and all(n == DEFAULT_NETWORK or not store.find(ctx, n).dns_enabled for n in resolved):
+        raise UsageError(
+            "network-scoped aliases need a network with DNS: the default network has none "
+            "(create one with 'pallet network create')"
+        )
+    composed["Networks"] = resolved
+
+
+# -- the namespace pin -----------------------------------------------------------------------------
+
+
+def netns_dir(ctx: Context) -> Path:
+    return Path(ctx.runroot) / "netns"
+
+
+def pin_path(ctx: Context, container_id: str) -> Path:
+    """Where a bridge-networked container's network namespace is pinned (its SandboxKey)."""
+    return netns_dir(ctx) / container_id
+
+
+def _pin_lock(ctx: Context):
+    from pallet.fsutil import file_lock
+
+    return file_lock(Path(ctx.runroot) / "netns.lock", what="the network namespace directory")
+
+
+def _create_pin(ctx: Context, container_id: str) -> str:
+    from pallet.network import netns
+
+    with _pin_lock(ctx):
+        d = netns.ensure_shared_dir(netns_dir(ctx))
+        p = d / container_id
+        if os.path.lexists(p):  # left by a crash: a fresh namespace for a fresh start
+            netns.remove(p)
+        netns.create(p)
+    return str(p)
+
+
+def _remove_pin(ctx: Context, container_id: str) -> None:
+    d = netns_dir(ctx)
+    if not os.path.lexists(d / container_id):
+        return
+    from pallet.network import netns
+
+    with _pin_lock(ctx):
+        netns.remove(d / container_id)
+        netns.release_dir(d)
+
+
+# -- start and stop ------------------------------------------------------------------------------------
+
+
+def networks_of(c: Container) -> dict[str, Any]:
+    """The bridge networks a container is configured for ({} for none, host and container:)."""
+    return _networks(c.config)
+
+
+def _networks(config: dict[str, Any]) -> dict[str, Any]:
+    mode = config["HostConfig"].get("NetworkMode") or "none"
+    if mode in ("none", "host") or mode.startswith("container:"):
+        return {}
+    return config.get("Networks") or {}
+
+
+def _attachments(config: dict[str, Any]) -> list[Any]:
+    from pallet.network import Attachment
+
+    out = []
+    for name, ep in _networks(config).items():
+        out.append(
+            Attachment(
+                name,
+                static_ip=(ep.get("IPAMConfig") or {}).get("IPv4Address"),
+                aliases=list(ep.get("Aliases") or []),
+                static_mac=ep.get("MacAddress") or None,
+            )
+        )
+    return out
+
+
+def _record_path(ctx: Context, container_id: str) -> Path:
+    """Where pallet.network records what setup made (``store.container_path``), without importing
+    it: release() runs for every container that stops, bridge or not."""
+    return Path(ctx.root) / "networks" / "containers" / f"{container_id}.json"
+
+
+def start(ctx: Context, c: Container) -> tuple[str | None, tuple[str, str, str] | None]:
+    """Before the runtime runs: (network namespace path for config.json or None, and the
+    (hostname, hosts, resolv.conf) files if networking wrote them, else None: the engine writes
+    its own for ``none`` and ``host``)."""
+    mode = c.config["HostConfig"].get("NetworkMode") or "none"
+    if mode.startswith("container:"):
+        return _join(ctx, c, mode.split(":", 1)[1])
+    if not networks_of(c):
+        return None, None
+    from pallet.engine import containers
+
+    return _setup(ctx, c.id, c.name, c.config, str(containers.container_dir(ctx, c.id)))
+
+
+def _setup(
+    ctx: Context, cid: str, name: str, config: dict[str, Any], files_dir: str
+) -> tuple[str, tuple[str, str, str]]:
+    _boot_reconcile(ctx)
+    from pallet import network
+    from pallet.engine.procs import trace
+    from pallet.network.types import DNSOptions, PortMapping
+
+    trace("network: setting up")
+    cfg, hc = config["Config"], config["HostConfig"]
+    if _record_path(ctx, cid).exists():  # a start after a crash: release what it left
+        release(ctx, cid)
+    pin = _create_pin(ctx, cid)
+    trace("network: namespace pinned")
+    try:
+        hosts = []
+        for entry in hc.get("ExtraHosts") or []:
+            host, _, ip = entry.partition(":")
+            hosts.append((host, ip))
+
+        def setup() -> SetupResult:
+            return network.setup(
+                cid,
+                pin,
+                _attachments(config),
+                container_name=name,
+                hostname=cfg.get("Hostname") or None,
+                port_mappings=[PortMapping(**m) for m in config.get("PortMappings") or []],
+                dns=DNSOptions(
+                    servers=list(hc.get("Dns") or []),
+                    search=list(hc.get("DnsSearch") or []),
+                    options=list(hc.get("DnsOptions") or []),
+                    add_hosts=hosts,
+                ),
+                ctx=ctx,
+            )
+
+        try:
+            res = setup()
+        except (network.PortUnavailable, network.AddressUnavailable):
+            # held by a container that died unnoticed (its monitor killed with it)? release
+            # what crashes left, then try once more
+            reconcile(ctx)
+            res = setup()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _remove_pin(ctx, cid)
+        raise
+    trace("network: set up")
+    return pin, write_files(Path(files_dir), cfg.get("Hostname") or cid[:12], res)
+
+
+def write_files(d: Path, hostname: str, res: SetupResult) -> tuple[str, str, str]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf (in directory ``d``) from a setup result."""
+    from pallet.fsutil import atomic_write
+    from pallet.network import render_hosts, render_resolv_conf
+
+    d.mkdir(parents=True, exist_ok=True)
+    gateway = next((i.gateway for i in res.interfaces if i.gateway), None)
+    entries = []
+    for ip, names in res.hosts:
+        if ip == "host-gateway":
+            if gateway is None:
+                continue  # only --internal networks: no way out, no host to name
+            ip = gateway
+        entries.append((ip, names))
+    texts = (
+        hostname + "\n",
+        render_hosts(entries),
+        render_resolv_conf(res.dns_servers, res.dns_search, res.dns_options),
+    )
+    paths = (d / "hostname", d / "hosts", d / "resolv.conf")
+    for p, text in zip(paths, texts, strict=True):
+        atomic_write(p, text.encode(), sync=False)
+    return str(paths[0]), str(paths[1]), str(paths[2])
+
+
+def _join(ctx: Context, c: Container, target: str) -> tuple[str, tuple[str, str, str]]:
+    """``--network container:X``: X's namespace (its pin when it has one: that path stays valid
+    across X's restarts), and a copy of X's hosts and resolv.conf, as docker shares them."""
+    from pallet.engine import containers
+    from pallet.engine.errors import ContainerStateError
+    from pallet.fsutil import atomic_write
+
+    other = containers.get(target, ctx)
+    if other.status not in ("running", "paused") or not other.pid:
+        raise ContainerStateError(f"cannot join the network of container {other.name}: it is not running")
+    pin = pin_path(ctx, other.id)
+    netns = str(pin) if networks_of(other) and pin.exists() else f"/proc/{other.pid}/ns/net"
+    src = containers.container_dir(ctx, other.id)
+    d = containers.container_dir(ctx, c.id)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, default in (
+        ("hostname", (c.config["Config"].get("Hostname") or c.id[:12]) + "\n"),
+        ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ("resolv.conf", ""),
+    ):
+        try:
+            text = (src / name).read_text() if name != "hostname" else default
+        except OSError:
+            text = default
+        atomic_write(d / name, text.encode(), sync=False)
+        out.append(str(d / name))
+    return netns, (out[0], out[1], out[2])
+
+
+def release_begin(ctx: Context, container_id: str) -> None:
+    """Start :func:`release` on a thread: tearing down is mostly waiting for the kernel (an RCU
+    grace period per deleted link, nft's commit), which overlaps the rest of the container's
+    removal; :func:`release` then waits for it (and redoes what failed, so errors surface)."""
+    if container_id in _started or not _record_path(ctx, container_id).exists():
+        return  # (a watch_exit thread is on it already)
+    import threading
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            _release(ctx, container_id)
+
+    thread = threading.Thread(target=run, name=f"teardown-{container_id[:12]}", daemon=True)
+    _started[container_id] = thread
+    thread.start()
+
+
+_started: dict[str, Any] = {}
+_wakers: dict[str, int] = {}
+
+
+def watch_exit(ctx: Context, c: Container) -> None:
+    """``run --rm`` (attached): tear the network down the moment the container's init exits,
+    while the monitor drains its output and deletes it from the runtime and the CLI then removes
+    the rest. When PID 1 of a PID namespace exits, the kernel kills everything else in it: nothing
+    of the container can use the network any more, and an auto-removed container is never
+    started again. :func:`release` and :func:`unwatch` wait for it."""
+    if not c.config["HostConfig"].get("AutoRemove") or not networks_of(c):
+        return
+    from pallet.engine.procs import proc_start_time
+
+    try:
+        fd = os.pidfd_open(c.pid) if c.pid else -1
+    except OSError:
+        fd = -1
+    if fd >= 0 and proc_start_time(c.pid) != c.pid_start:  # its pid was reused already
+        os.close(fd)
+        fd = -1
+    if fd < 0:  # it exited before we looked (`run --rm IMAGE true`): start now
+        release_begin(ctx, c.id)
+        return
+    import select
+    import threading
+
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC)
+
+    def run() -> None:
+        try:
+            if fd in select.select([fd, wake_r], [], [])[0]:
+                with contextlib.suppress(Exception):  # (release() redoes what failed)
+                    _release(ctx, c.id)
+        finally:
+            os.close(fd)
+            os.close(wake_r)
+
+    thread = threading.Thread(target=run, name=f"watch-{c.id[:12]}", daemon=True)
+    _started[c.id] = thread
+    _wakers[c.id] = wake_w
+    thread.start()
+
+
+def unwatch(container_id: str) -> None:
+    """Stop :func:`watch_exit`'s thread, or wait until its teardown is done."""
+    w = _wakers.pop(container_id, None)
+    if w is not None:
+        with contextlib.suppress(OSError):
+            os.write(w, b"x")
+        os.close(w)
+    thread = _started.pop(container_id, None)
+    if thread is not None:
+        thread.join()
+
+
+def release(ctx: Context, container_id: str) -> None:
+    """Tear the container's networking down and unpin its namespace; nothing set up is fine."""
+    unwatch(container_id)
+    _release(ctx, container_id)
+
+
+def _release(ctx: Context, container_id: str) -> None:
+    if _record_path(ctx, container_id).exists():
+        from pallet import network
+        from pallet.engine.procs import trace
+
+        trace("network: teardown")
+        network.teardown(container_id, ctx=ctx)
+        trace("network: torn down")
+    _remove_pin(ctx, container_id)
+
+
+def _monitor_ctx(cfg: Any) -> Context:
+    from pallet.context import Context
+
+    args = dict(cfg.ctx or {"root": cfg.root, "runroot": cfg.runroot})
+    for k in ("root", "runroot"):
+        if args.get(k):
+            args[k] = Path(args[k])
+    return Context(**args)
+
+
+def monitor_restart(cfg: Any, phase: str) -> Exception | None:
+    """The monitor's restart policy: ``down`` when the container exits to be restarted (docker
+    and podman take a restarting container off its networks), ``up`` right before it runs again
+    (new addresses, hosts and resolv.conf; the pin's path in config.json stays the same).
+    Returns the error that prevents the restart, if any."""
+    try:
+        ctx = _monitor_ctx(cfg)
+        if phase == "down":
+            release(ctx, cfg.container_id)
+            return None
+        from pallet.engine.state import state_for
+
+        c = state_for(ctx.root).find(cfg.container_id)
+        if c is None or not networks_of(c):
+            return None
+        start(ctx, c)
+        return None
+    except Exception as e:
+        return e
+
+
+# -- crashes ---------------------------------------------------------------------------------------
+
+
+def reconcile(ctx: Context) -> Any:
+    """Release the network state of containers that are not running (their monitor died with
+    them, or the engine was killed mid-way), remove stray pins, then let
+    :func:`pallet.network.cleanup` remove whatever else a crash left. Returns its report."""
+    from pallet import network
+    from pallet.engine import containers
+    from pallet.network import store
+
+    rows = {c.id: c for c in containers.list_containers(ctx)}
+
+    def stale(cid: str) -> bool:
+        c = rows.get(cid)
+        return c is None or c.status in _NOT_RUNNING
+
+    for rec in store.all_containers(ctx):
+        if stale(rec["id"]):
+            with contextlib.suppress(Exception):
+                network.teardown(rec["id"], ctx=ctx)
+    d = netns_dir(ctx)
+    if d.is_dir():
+        for name in os.listdir(d):
+            if not name.startswith(".") and stale(name):
+                with contextlib.suppress(Exception):
+                    _remove_pin(ctx, name)
+        from pallet.network import netns
+
+        with _pin_lock(ctx):
+            netns.release_dir(d)
+    return network.cleanup(ctx)
+
+
+def _boot_reconcile(ctx: Context) -> None:
+    """Once per boot (the runroot is a tmpfs): clean up after a crash before the first start."""
+    marker = Path(ctx.runroot) / "networks" / ".reconciled"
+    if marker.exists():
+        return
+    try:
+        reconcile(ctx)
+    finally:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+# -- views ------------------------------------------------------------------------------------------
+
+
+def _status(ctx: Context, c: Container) -> SetupResult | None:
+    if c.status not in ("running", "paused") or not networks_of(c):
+        return None
+    from pallet.network import store
+
+    try:
+        rec = store.load_container(ctx, c.id)
+    except Exception:
+        return None
+    if rec is None:
+        return None
+    from pallet.network.bridge import result_of
+
+    return result_of(rec)
+
+
+def _live_ports(ctx: Context, c: Container) -> list[Any]:
+    """The published ports with the host ports chosen at start (running containers only)."""
+    if c.status not in ("running", "paused") or not c.config.get("PortMappings"):
+        return []
+    from pallet.network import store
+    from pallet.network.types import PortMapping
+
+    try:
+        rec = store.load_container(ctx, c.id)
+    except Exception:
+        return []
+    return [PortMapping(**p) for p in (rec or {}).get("ports", [])]
+
+
+def port_pairs(ctx: Context, c: Container) -> list[tuple[str, str]]:
+    """``pallet port``: (container port/proto, host ip:port), one per port."""
+    out = []
+    for m in _live_ports(ctx, c):
+        for k in range(m.range):
+            out.append(
+                (_port_key(m.container_port + k, m.protocol), f"{m.host_ip or '0.0.0.0'}:{m.host_port + k}")
+            )
+    return sorted(out, key=lambda p: (int(p[0].split("/")[0]), p[0], p[1]))
+
+
+def ports_text(ctx: Context, c: Container) -> str:
+    """ps's PORTS column: ``0.0.0.0:8080->80/tcp, 0.0.0.0:9000-9001->9000-9001/udp``."""
+    parts = []
+    for m in _live_ports(ctx, c):
+        host = f"{m.host_ip or '0.0.0.0'}:{m.host_port}"
+        ctr = str(m.container_port)
+        if m.range > 1:
+            host += f"-{m.host_port + m.range - 1}"
+            ctr += f"-{m.container_port + m.range - 1}"
+        parts.append(f"{host}->{ctr}/{m.protocol}")
+    return ", ".join(parts)
+
+
+def network_names(c: Container) -> list[str]:
+    """ps's NETWORKS column and ``--filter network=``: the networks, or the mode."""
+    nets = networks_of(c)
+    if nets:
+        return list(nets)
+    mode = c.config["HostConfig"].get("NetworkMode") or "none"
+    return [mode] if mode == "host" or mode.startswith("container:") else ["none"]
+
+
+def settings(ctx: Context, c: Container) -> dict[str, Any]:
+    """docker's ``NetworkSettings`` for ``inspect``. The deprecated top-level IPAddress, Gateway,
+    MacAddress ... are filled when the container is on exactly one network, as podman does."""
+    res = _status(ctx, c)
+    live = {i.network: i for i in res.interfaces} if res else {}
+    exposed = c.config["Config"].get("ExposedPorts") or {}
+    ports: dict[str, Any] = {k: None for k in exposed}
+    for key, host in port_pairs(ctx, c):
+        ip, _, port = host.rpartition(":")
+        ports.setdefault(key, None)
+        ports[key] = (ports[key] or []) + [{"HostIp": ip, "HostPort": port}]
+    nets: dict[str, Any] = {}
+    ids: dict[str, str] = {}
+    for name, ep in networks_of(c).items():
+        i = live.get(name)
+        if name not in ids:
+            with contextlib.suppress(Exception):
+                from pallet.network import store
+
+                ids[name] = store.load(ctx, name).id
+        nets[name] = {
+            "IPAMConfig": ep.get("IPAMConfig"),
+            "Links": None,
+            "Aliases": ep.get("Aliases"),
+            "MacAddress": i.mac if i else "",
+            "NetworkID": ids.get(name, ""),
+            "EndpointID": i.host_interface if i else "",
+            "Gateway": (i.gateway or "") if i else "",
+            "IPAddress": i.address if i else "",
+            "IPPrefixLen": i.prefixlen if i else 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DriverOpts": None,
+            "DNSNames": [c.name, *(ep.get("Aliases") or []), c.id[:12]] if i else None,
+        }
+    mode = c.config["HostConfig"].get("NetworkMode") or "none"
+    if mode in ("none", "host"):
+        nets = {
+            mode: {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": mode, "IPAddress": ""}
+        }
+    running = c.status in ("running", "paused") and c.pid
+    if networks_of(c):
+        sandbox = str(pin_path(ctx, c.id)) if running else ""
+    elif mode == "host":
+        sandbox = ""
+    else:
+        sandbox = f"/proc/{c.pid}/ns/net" if running else ""
+    out: dict[str, Any] = {
+        "Bridge": "",
+        "SandboxID": c.id if running and mode != "host" else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports,
+        "SandboxKey": sandbox,
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": "",
+        "Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "MacAddress": "",
+        "Networks": nets,
+    }
+    if len(live) == 1:
+        (only,) = live.values()
+        out.update(
+            {
+                "Bridge": only.bridge,
+                "EndpointID": only.host_interface,
+                "Gateway": only.gateway or "",
+                "IPAddress": only.address,
+                "IPPrefixLen": only.prefixlen,
+                "MacAddress": only.mac,
+            }
+        )
+    return out
+
+
+# -- network connect / disconnect / rm ------------------------------------------------------------
+
+
+def resolve_container(name_or_id: str, ctx: Context) -> tuple[str, str, str]:
+    """(id, name, network namespace path) of a running container on bridge networks."""
+    from pallet.engine import containers
+    from pallet.engine.errors import ContainerStateError
+
+    c = containers.get(name_or_id, ctx)
+    if c.status not in ("running", "paused"):
+        raise ContainerStateError(f"container {c.name} is not running")
+    pin = pin_path(ctx, c.id)
+    if not pin.exists():
+        raise ContainerStateError(f"container {c.name} is not on a bridge network")
+    return c.id, c.name, str(pin)
+
+
+def _check_joinable(c: Container) -> None:
+    mode = c.config["HostConfig"].get("NetworkMode") or "none"
+    if mode == "host" or mode.startswith("container:") or (mode == "none" and not networks_of(c)):
+        what = "the network of another container" if mode.startswith("container:") else f"--network {mode}"
+        raise UsageError(
+            f"container {c.name} uses {what}: it cannot be connected to or disconnected from networks"
+        )
+
+
+def connect(
+    ctx: Context,
+    ref: str,
+    network_name: str,
+    *,
+    aliases: list[str] | None = None,
+    ip: str | None = None,
+    mac: str | None = None,
+) -> None:
+    """``network connect``: a running container joins at once (a new ethN); a stopped one at its
+    next start, as docker and podman do."""
+    from pallet import network
+    from pallet.engine import containers
+    from pallet.engine.state import state_for
+    from pallet.network import store
+    from pallet.network.types import DEFAULT_NETWORK, check_alias, check_mac
+
+    c = containers.get(ref, ctx)
+    _check_joinable(c)
+    name = (
+        DEFAULT_NETWORK if network_name in (BRIDGE, DEFAULT_NETWORK) else store.find(ctx, network_name).name
+    )
+    nets = dict(c.config.get("Networks") or {})
+    if name in nets:
+        raise UsageError(f"container {c.name} is already connected to network {name}")
+    for a in aliases or []:
+        check_alias(a)
+    if ip:
+        import ipaddress
+
+        try:
+            ip = str(ipaddress.IPv4Address(ip))
+        except ValueError:
+            raise UsageError(f"invalid --ip {ip!r}: expected an IPv4 address") from None
+    endpoint = {
+        "Aliases": list(aliases or []) or None,
+        "IPAMConfig": {"IPv4Address": ip} if ip else None,
+        "MacAddress": check_mac(mac) if mac else "",
+    }
+    live = c.status in ("running", "paused") and pin_path(ctx, c.id).exists()
+    if live:
+        network.connect(
+            c.id,
+            str(pin_path(ctx, c.id)),
+            network.Attachment(name, static_ip=ip, aliases=list(aliases or []), static_mac=mac),
+            container_name=c.name,
+            ctx=ctx,
+        )
+    nets[name] = endpoint
+    c.config["Networks"] = nets
+    try:
+        state_for(ctx.root).update(c.id, config=c.config)
+    except BaseException:
+        if live:
+            with contextlib.suppress(Exception):
+                network.disconnect(c.id, name, ctx=ctx)
+        raise
+
+
+def disconnect(ctx: Context, ref: str, network_name: str) -> None:
+    """``network disconnect``: off the network now if running, and for its next starts. A
+    container left with no network has only loopback, as with ``--network none``."""
+    from pallet import network
+    from pallet.engine import containers
+    from pallet.engine.state import state_for
+    from pallet.network import NotAttached, store
+    from pallet.network.types import DEFAULT_NETWORK
+
+    c = containers.get(ref, ctx)
+    _check_joinable(c)
+    if network_name in (BRIDGE, DEFAULT_NETWORK):
+        name = DEFAULT_NETWORK
+    else:
+        try:
+            name = store.find(ctx, network_name).name
+        except network.NetworkNotFound:
+            name = network_name  # removed meanwhile: the container may still list it
+    nets = dict(c.config.get("Networks") or {})
+    if name not in nets:
+        raise NotAttached(f"container {c.name} is not connected to network {name}")
+    if c.status in ("running", "paused") and _record_path(ctx, c.id).exists():
+        with contextlib.suppress(NotAttached):
+            network.disconnect(c.id, name, ctx=ctx)
+    del nets[name]
+    c.config["Networks"] = nets
+    state_for(ctx.root).update(c.id, config=c.config)
+
+
+def containers_using(ctx: Context, network_name: str) -> list[Container]:
+    """Every container (whatever its state) configured to use a network."""
+    from pallet.engine import containers
+
+    return [c for c in containers.list_containers(ctx) if network_name in networks_of(c)]
+
+
+def used_networks(ctx: Context) -> set[str]:
+    from pallet.engine import containers
+
+    out: set[str] = set()
+    for c in containers.list_containers(ctx):
+        out.update(networks_of(c))
+    return out
