@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from pallet.engine.errors import NoSuchImage
+from pallet.engine.errors import ImagePullFailed, NoSuchImage
 from pallet.engine.image_source import ImageInfo
 from pallet.errors import NotFound
 
@@ -75,10 +75,12 @@ class StoreImageSource:
             progress.message(f"Trying to pull {name}...")
         try:
             result = remote.pull(name, self.ctx, platform=platform, progress=progress)
-        except RegistryError:
+        except RegistryError as e:
             if have_local:  # "newer": a registry we cannot reach means use what we have
                 with self._store() as store:
                     return self._info(store, store.resolve(name).image)
+            if name not in str(e):  # say which image the failure is about
+                raise ImagePullFailed(f"pulling image {name}: {e}") from e
             raise
         except InvalidReference:
             raise
