@@ -376,7 +376,13 @@ def test_inspect_format_and_json_shape(pallet: Pallet) -> None:
         "container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}} {{.State.Running}}", "shape"
     )
     assert out == '/shape ["sh","-c","true"] false\n'
-    assert json.loads(pallet.ok("container", "inspect", "-f", "json", "shape"))["Name"] == "/shape"
+    # "json" is the JSON array, as without -f; maps are Go maps (an absent key is no error)
+    assert json.loads(pallet.ok("container", "inspect", "-f", "json", "shape"))[0]["Name"] == "/shape"
+    out = pallet.ok("container", "inspect", "-f",
+                    '{{.Config.Labels.nope}}|{{index .Config.Labels "org.example.fixture"}}', "shape")
+    assert out == "<no value>|latest\n"
+    r = pallet("container", "inspect", "-f", "{{.Nope}}", "shape")
+    assert r.rc == 125 and "can't evaluate field Nope" in r.err and r.out == ""
 
 
 def test_monitor_is_a_small_interpreter_that_outlives_the_cli(pallet: Pallet) -> None:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pallet.context import Context
     from pallet.engine.image_source import ImageSource
 
+#: an image config with a command, to validate options before the real image is known
+_ANY_IMAGE: dict[str, Any] = {"config": {"Cmd": ["true"]}}
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _sources: dict[tuple[str, int], ImageSource] = {}
 
@@ -207,6 +209,9 @@ def create(
     rt_name, rt_path = rt.resolve(opts.runtime or ctx.runtime)
     if opts.init and not find_init():
         raise UsageError("--init needs an init binary on the host: install catatonit or tini")
+    # every flag is checked before anything is pulled (compose is pure and takes microseconds; it
+    # runs again below with the image's config)
+    spec.compose(_ANY_IMAGE, command, opts, container_id="0" * 64, image_name=image)
     src = image_source(ctx)
     img = src.resolve(image, opts.pull, opts.platform)
     platform = spec.check_platform(img.config, opts.platform)

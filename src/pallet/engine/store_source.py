@@ -27,7 +27,8 @@ class StoreImageSource:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._layers: LayerStore | None = None
-        #: pull progress: set by the CLI (``pallet.cli.progress``); None pulls quietly
+        #: pull progress: set by the CLI (a ``pallet.cli.progress`` display); None pulls quietly.
+        #: Its ``close()`` is called when each pull ends, so a terminal display stops there.
         self.progress: Any = None
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -74,7 +75,11 @@ class StoreImageSource:
         if progress is not None:
             progress.message(f"Trying to pull {name}...")
         try:
-            result = remote.pull(name, self.ctx, platform=platform, progress=progress)
+            try:
+                result = remote.pull(name, self.ctx, platform=platform, progress=progress)
+            finally:
+                if progress is not None:
+                    progress.close()
         except RegistryError as e:
             if have_local:  # "newer": a registry we cannot reach means use what we have
                 with self._store() as store:
