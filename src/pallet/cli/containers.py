@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from pallet.errors import PalletError, UsageError
 
+TYPE_CHECKING = False  # typing costs an import on pallet run's path; annotations are strings
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.context import Context
 
 # -- --format: Go templates (pallet.cli.gotemplate), imported only when a --format is given -------------

@@ -19,7 +19,6 @@ file's driver, as in podman; ``--storage-driver`` overrides both.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +59,8 @@ def load(path: Path | None = None) -> StorageConf:
     path = path or conf_path()
     if path is None:
         return StorageConf()
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:

@@ -9,11 +9,8 @@ and lets the engine hand the same mounts to a runtime in another mount namespace
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +24,8 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 0x2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library already loaded in this process (ctypes.util.find_library would run ldconfig)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
@@ -154,6 +152,9 @@ def _mount_overlay_relative(m: Mount, target: str, flags: int, data: str) -> Non
 
 
 def _mount_fuse(m: Mount, target: str) -> None:
+    import shutil
+    import subprocess
+
     program = m.source if os.path.isabs(m.source) else shutil.which(m.source) or m.source
     opts = ",".join(o for o in m.options if o != "rw")
     res = subprocess.run([program, "-o", opts, target], capture_output=True, text=True)
