@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass, field
 
 from pallet.errors import EngineError
+from pallet.records import dataclass, field
 
 TYPE_CHECKING = False  # typing costs an import on pallet run's path; annotations are strings
 if TYPE_CHECKING:

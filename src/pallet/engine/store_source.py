@@ -56,7 +56,7 @@ class StoreImageSource:
         if self._layers is None:
             from pallet.storage.layers import LayerStore
 
-            self._layers = LayerStore(self.ctx)
+            self._layers = LayerStore(self.ctx, recover=False)  # run's path: no crash sweep
         return self._layers
 
     def _info(self, image: Image) -> ImageInfo:

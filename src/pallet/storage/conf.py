@@ -19,10 +19,10 @@ file's driver, as in podman; ``--storage-driver`` overrides both.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.errors import ConfigError
+from pallet.records import dataclass, field
 
 DRIVERS = ("overlay", "vfs", "fuse-overlayfs")
 

@@ -24,13 +24,13 @@ import shutil
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from pallet.errors import NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
+from pallet.records import dataclass, field, replace
 from pallet.storage.mount import Mount, mountpoints_under, mountpoints_using
 
 

@@ -21,14 +21,12 @@ ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.content.digest import CHUNK, Digest, Hasher
@@ -36,6 +34,7 @@ from pallet.context import Context
 from pallet.context import default as default_context
 from pallet.errors import ConfigError, DigestMismatch, NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
+from pallet.records import dataclass, field, replace
 from pallet.storage import conf as storage_conf
 from pallet.storage.driver import Driver, DriverOptions, Info, Kind, SnapshotNotFound, Usage, tree_usage
 from pallet.storage.mount import Mount, is_mountpoint, mount_all, unmount
@@ -291,7 +290,10 @@ class LayerStore:
     """Layers, container layers and image mounts of one storage root and driver."""
 
     def __init__(self, ctx: Context | None = None, *, driver: str | None = None,
-                 conf: storage_conf.StorageConf | None = None) -> None:
+                 conf: storage_conf.StorageConf | None = None, recover: bool = True) -> None:
+        """``recover``: sweep crash leftovers (:meth:`cleanup`) at the process's first open of
+        this root; ``pallet run`` passes False (it neither applies layers nor mounts images, and
+        the sweep reads every snapshot's metadata)."""
         self.ctx = ctx or default_context()
         if driver is not None:
             self.ctx = self.ctx.with_(storage_driver=driver)
@@ -304,11 +306,12 @@ class LayerStore:
         self._locks = self.home / "locks"
         self._inflight: dict[str, list[threading.Event]] = {}
         self._inflight_lock = threading.Lock()
-        with _cleaned_lock:
-            first = self.home not in _cleaned
-            _cleaned.add(self.home)
-        if first:
-            self.cleanup()
+        if recover:
+            with _cleaned_lock:
+                first = self.home not in _cleaned
+                _cleaned.add(self.home)
+            if first:
+                self.cleanup()
 
     def __repr__(self) -> str:
         return f"LayerStore({self.home}, driver={self.driver_name})"
@@ -468,7 +471,7 @@ class LayerStore:
             self._wait_layer(parent)
         info = self.driver.commit(cid, key, labels=labels, parent=parent or "")
         log.info("applied layer %s", cid)
-        return dataclasses.replace(self._layer_of(info), applied=True)
+        return replace(self._layer_of(info), applied=True)
 
     def _drain(self, stream: BinaryIO, compressed_digest: str | None, compressed_size: int | None,
                cid: str) -> None:

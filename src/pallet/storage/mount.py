@@ -13,10 +13,10 @@ import errno
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.errors import StorageError
+from pallet.records import dataclass, field
 
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20

@@ -24,7 +24,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from pallet.content import compression
 from pallet.content import mediatypes as mt
 from pallet.content.digest import Digest, Hasher
 from pallet.errors import ContentError, InvalidReference, NotFound, StoreError
+from pallet.records import dataclass, field
 from pallet.reference import Reference
 from pallet.reference import parse as parse_ref
 from pallet.store import names as naming
