@@ -52,7 +52,10 @@ def test_missing_command_is_127_and_not_executable_is_126(pallet: Pallet) -> Non
 def test_engine_errors_are_125(pallet: Pallet) -> None:
     r = pallet("run", "--rm", "no-such-image")
     assert r.rc == 125
-    assert r.err.startswith("Error: ") and "no-such-image" in r.err
+    # podman's order: the attempt, then one error line
+    trying, error = r.err.splitlines()
+    assert trying == f"Trying to pull {pallet.registry}/no-such-image:latest..."
+    assert error.startswith("Error: ") and "no-such-image" in error and "manifest unknown" in error
     r = pallet("run", "--rm", "--restart", "sometimes", "small", "true")
     assert r.rc == 125 and "restart policy" in r.err
     r = pallet("run", "--bogus-flag", "small")

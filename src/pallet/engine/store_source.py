@@ -94,7 +94,7 @@ class StoreImageSource:
 
         progress = self.progress
         if progress is not None:
-            progress.message(f"Trying to pull {name}...")
+            self._announce(name, progress)
         try:
             try:
                 result = remote.pull(name, self.ctx, platform=platform, progress=progress)
@@ -108,6 +108,18 @@ class StoreImageSource:
                 raise ImagePullFailed(f"pulling image {name}: {e}") from e
             raise
         return self._info(self.store.get(result.image.id))
+
+    def _announce(self, name: str, progress: Any) -> None:
+        """podman's "Trying to pull REGISTRY/REPO:TAG..." (the pull itself announces each
+        candidate when a short name has several)."""
+        try:
+            from pallet.config import registries
+
+            candidates = registries.load(self.ctx).resolve(name)
+        except Exception:  # the pull reports a bad name or configuration itself
+            return
+        if len(candidates) == 1:
+            progress.message(f"Trying to pull {candidates[0]}...")
 
     def lookup(self, image_id: str) -> ImageInfo | None:
         try:
