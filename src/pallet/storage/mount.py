@@ -231,6 +231,7 @@ def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
         rel_root = os.path.normpath(os.path.join(root, os.path.relpath(real, mp)))
     out = []
     fuse_opts: dict[str, str] | None = None
+    resolved: dict[str, str] = {}  # overlays on one host share lowerdirs: resolve each once
     for dev, root, mp, fstype, opts in infos:
         if fstype.startswith("fuse.") and fstype != "fuse.":
             if fuse_opts is None:
@@ -246,7 +247,9 @@ def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
                 key, _, value = o.partition("=")
                 if key in ("upperdir", "workdir", "lowerdir"):
                     for v in value.split(":"):
-                        rv = os.path.realpath(v) if v else ""
+                        rv = resolved.get(v)
+                        if rv is None:
+                            rv = resolved[v] = os.path.realpath(v) if v else ""
                         if rv and (rv == real or rv.startswith(inside)):
                             out.append(mp)
                             break
@@ -280,6 +283,8 @@ def is_mountpoint(path: str | os.PathLike[str]) -> bool:
 
 def _unescape(raw: bytes) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo
+    if b"\\" not in raw:  # nearly every field: no byte-by-byte pass
+        return os.fsdecode(raw)
     out = bytearray()
     i = 0
     while i < len(raw):
