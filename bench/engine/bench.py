@@ -223,6 +223,8 @@ def main() -> int:
             str(work / "pm-root"),
             "--runroot",
             str(work / "pm-run"),
+            "--tmpdir",  # its exit files: /run/libpod is shared with other podman users of the host
+            str(work / "pm-tmp"),
             "--storage-driver",
             "overlay",
         ]
@@ -302,7 +304,8 @@ def cleanup(work: Path, keep: bool) -> None:
     ids = subprocess.run([pallet_bin, "ps", "-aq"], capture_output=True, text=True, env=env).stdout.split()
     if ids:
         subprocess.run([pallet_bin, "rm", "-f", *ids], capture_output=True, env=env)
-    podman = ["podman", "--root", str(work / "pm-root"), "--runroot", str(work / "pm-run")]
+    podman = ["podman", "--root", str(work / "pm-root"), "--runroot", str(work / "pm-run"),
+              "--tmpdir", str(work / "pm-tmp")]
     subprocess.run([*podman, "rm", "-a", "-f", "-t", "0"], capture_output=True, env=env)
     if keep:
         print(f"kept {work}")
