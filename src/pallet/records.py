@@ -153,8 +153,8 @@ def _process(cls: type, init: bool, repr_: bool, eq: bool, frozen: bool, unsafe_
     if eq and "__eq__" not in cls.__dict__:
 
         def __eq__(self: Any, other: Any) -> Any:
-            if other.__class__ is self.__class__:
-                return all(getattr(self, n) == getattr(other, n) for n in compared)
+            if other.__class__ is self.__class__:  # tuples, as dataclasses (identity first)
+                return tuple(getattr(self, n) for n in compared) == tuple(getattr(other, n) for n in compared)
             return NotImplemented
 
         type.__setattr__(cls, "__eq__", __eq__)
