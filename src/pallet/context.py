@@ -7,8 +7,9 @@ global options. Nothing here touches the disk until asked, so making a Context i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from pallet.records import dataclass, field, replace
 
 
 def _is_root() -> bool:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from pallet.cli import containers as cli
+from pallet.cli.gotemplate import GoMap
 from pallet.cli.main import main
 from pallet.errors import UsageError
 
 OBJ = {
     "Name": "/web",
     "State": {"Running": True, "ExitCode": 0, "Pid": 42},
-    "Config": {"Labels": {"a": "1", "b.c": "2"}, "Cmd": ["sh", "-c", "x"], "Env": None},
+    # maps are marked as Go maps (go_typed does it for inspect JSON); plain dicts are structs
+    "Config": {"Labels": GoMap({"a": "1", "b.c": "2"}), "Cmd": ["sh", "-c", "x"], "Env": None},
     "Ratio": 0.5,
 }
 
@@ -24,6 +26,9 @@ OBJ = {
         ("{{json .Config.Cmd}}", '["sh","-c","x"]'),
         ("{{.Config.Cmd}}", "[sh -c x]"),
         ("{{.Config.Labels}}", "map[a:1 b.c:2]"),
+        ("{{.Config.Labels.nope}}", "<no value>"),
+        ("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}", "a=1;b.c=2;"),
+        ('{{if .State.Running}}up{{else}}down{{end}}', "up"),
         ('{{index .Config.Labels "b.c"}}', "2"),
         ("{{.Config.Env}}", "<nil>"),
         ("{{json .State}}", '{"Running":true,"ExitCode":0,"Pid":42}'),

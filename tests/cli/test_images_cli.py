@@ -123,10 +123,13 @@ def test_inspect_outputs(cli) -> None:  # type: ignore[no-untyped-def]
         == "localhost/small:latest\nlocalhost/small:latest\n"
     )
     out = cli("inspect", "-f", "{{.Id}}", "small", "nosuch", rc=125)
-    assert out.startswith("sha256:") and cli.err.strip() == "Error: no such image: nosuch"  # type: ignore[attr-defined]
+    # containers, images and volumes are all looked up: docker's "no such object"
+    assert out.startswith("sha256:") and cli.err.strip() == "Error: no such object: nosuch"  # type: ignore[attr-defined]
     assert json.loads(cli("inspect", "nosuch", rc=125)) == []
     cli("inspect", "--type", "volume", "small", rc=125)
-    assert "unknown --type 'volume'" in cli.err  # type: ignore[attr-defined]
+    assert "no such volume" in cli.err.lower()  # type: ignore[attr-defined]
+    cli("inspect", "--type", "secret", "small", rc=125)
+    assert "unknown --type 'secret'" in cli.err  # type: ignore[attr-defined]
 
 
 def test_history_outputs(cli) -> None:  # type: ignore[no-untyped-def]

@@ -52,7 +52,10 @@ def test_missing_command_is_127_and_not_executable_is_126(pallet: Pallet) -> Non
 def test_engine_errors_are_125(pallet: Pallet) -> None:
     r = pallet("run", "--rm", "no-such-image")
     assert r.rc == 125
-    assert r.err.startswith("Error: ") and "no-such-image" in r.err
+    # podman's order: the attempt, then one error line
+    trying, error = r.err.splitlines()
+    assert trying == f"Trying to pull {pallet.registry}/no-such-image:latest..."
+    assert error.startswith("Error: ") and "no-such-image" in error and "manifest unknown" in error
     r = pallet("run", "--rm", "--restart", "sometimes", "small", "true")
     assert r.rc == 125 and "restart policy" in r.err
     r = pallet("run", "--bogus-flag", "small")
@@ -376,7 +379,13 @@ def test_inspect_format_and_json_shape(pallet: Pallet) -> None:
         "container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}} {{.State.Running}}", "shape"
     )
     assert out == '/shape ["sh","-c","true"] false\n'
-    assert json.loads(pallet.ok("container", "inspect", "-f", "json", "shape"))["Name"] == "/shape"
+    # "json" is the JSON array, as without -f; maps are Go maps (an absent key is no error)
+    assert json.loads(pallet.ok("container", "inspect", "-f", "json", "shape"))[0]["Name"] == "/shape"
+    out = pallet.ok("container", "inspect", "-f",
+                    '{{.Config.Labels.nope}}|{{index .Config.Labels "org.example.fixture"}}', "shape")
+    assert out == "<no value>|latest\n"
+    r = pallet("container", "inspect", "-f", "{{.Nope}}", "shape")
+    assert r.rc == 125 and "can't evaluate field Nope" in r.err and r.out == ""
 
 
 def test_monitor_is_a_small_interpreter_that_outlives_the_cli(pallet: Pallet) -> None:

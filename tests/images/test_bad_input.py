@@ -118,7 +118,7 @@ def test_docker_archive_with_wrong_diff_id(ctx: Context, before, small_layout: P
 def test_unknown_and_ambiguous_images(ctx: Context, before, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     for args, code in (
         (["rmi", "nosuch"], 1),
-        (["inspect", "nosuch"], 125),
+        (["image", "inspect", "nosuch"], 125),
         (["history", "nosuch"], 125),
         (["tag", "nosuch", "x"], 125),
         (["save", "-o", str(tmp_path / "o.tar"), "nosuch"], 125),
@@ -127,6 +127,9 @@ def test_unknown_and_ambiguous_images(ctx: Context, before, tmp_path: Path) -> N
         res = pallet(ctx, *args)
         assert res.returncode == code, args
         assert "no such image: nosuch" in _error_line(res)
+    # the top-level inspect looks for containers, images and volumes: docker's "no such object"
+    res = pallet(ctx, "inspect", "nosuch")
+    assert res.returncode == 125 and "no such object: nosuch" in _error_line(res)
     assert not (tmp_path / "o.tar").exists()
     res = pallet(ctx, "image", "exists", "nosuch")
     assert res.returncode == 1 and res.stderr == b"" and res.stdout == b""

@@ -10,163 +10,70 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from pallet.errors import PalletError, UsageError
 
+TYPE_CHECKING = False  # typing costs an import on pallet run's path; annotations are strings
 if TYPE_CHECKING:
+    from typing import Any
+
     from pallet.context import Context
 
-# -- --format: a minimal Go-template renderer ------------------------------------------------------------
-# The image-store work brings a full engine (pallet.cli.gotemplate); until then this handles "json",
-# "table ...", and {{.Field.Path}}, {{json .X}}, {{index .X "key"}}, {{join .X ","}}, {{upper}}/{{lower}}.
-
-
-def go_value(v: Any) -> str:
-    """A value as Go's fmt %v prints it."""
-    if v is None:
-        return "<nil>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v) if v != int(v) or abs(v) >= 1e21 else str(int(v))
-    if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v[k])}" for k in sorted(v)) + "]"
-    if isinstance(v, (list, tuple)):
-        return "[" + " ".join(go_value(x) for x in v) + "]"
-    return str(v)
-
-
-def _tokens(expr: str) -> list[str]:
-    out, i = [], 0
-    while i < len(expr):
-        ch = expr[i]
-        if ch.isspace():
-            i += 1
-        elif ch in '"`':
-            j = expr.index(ch, i + 1) if ch in expr[i + 1 :] else -1
-            if j < 0:
-                raise UsageError(f"template: unterminated string in {expr!r}")
-            out.append(expr[i : j + 1])
-            i = j + 1
-        elif ch == "|":
-            out.append("|")
-            i += 1
-        else:
-            j = i
-            while j < len(expr) and not expr[j].isspace() and expr[j] != "|":
-                j += 1
-            out.append(expr[i:j])
-            i = j
-    return out
-
-
-def _field(obj: Any, path: str) -> Any:
-    cur = obj
-    for part in [p for p in path.split(".") if p]:
-        if isinstance(cur, dict):
-            if part not in cur:
-                raise UsageError(f"template: can't evaluate field {part}")
-            cur = cur[part]
-        else:
-            attr = getattr(cur, part, None)
-            if attr is None:
-                raise UsageError(f"template: can't evaluate field {part}")
-            cur = attr
-    return cur
-
-
-def _eval(tokens: list[str], obj: Any, piped: Any = None, has_pipe: bool = False) -> Any:
-    if not tokens:
-        return piped
-    head, args = tokens[0], tokens[1:]
-
-    def arg(t: str) -> Any:
-        if t[0] in '"`':
-            return t[1:-1]
-        if t.startswith("."):
-            return _field(obj, t)
-        if t.lstrip("-").isdigit():
-            return int(t)
-        raise UsageError(f"template: unexpected {t!r}")
-
-    vals = [arg(a) for a in args] + ([piped] if has_pipe else [])
-    if head.startswith("."):
-        v = _field(obj, head)
-        if callable(v):
-            return v(*vals)
-        return v
-    if head == "json":
-        import json
-
-        return json.dumps(vals[0], ensure_ascii=False, separators=(",", ":"))
-    if head == "index":
-        cur = vals[0]
-        for k in vals[1:]:
-            cur = (cur or {}).get(k, "") if isinstance(cur, dict) else cur[k]
-        return cur
-    if head == "join":
-        return vals[1].join(go_value(x) for x in vals[0] or [])
-    if head == "upper":
-        return go_value(vals[0]).upper()
-    if head == "lower":
-        return go_value(vals[0]).lower()
-    if head == "len":
-        return len(vals[0] or [])
-    if head == "printf":
-        return (
-            vals[0]
-            .replace("%s", "{}")
-            .replace("%v", "{}")
-            .replace("%d", "{}")
-            .format(*[go_value(v) for v in vals[1:]])
-        )
-    raise UsageError(f"template: function {head!r} not defined")
+# -- --format: Go templates (pallet.cli.gotemplate), imported only when a --format is given -------------
 
 
 def render_format(template: str, obj: Any) -> str:
-    """Render ``--format`` for one object: "json", or a Go template of the supported subset."""
-    if template == "json":
-        import json
+    """One object through ``--format``: "json" (the object as JSON), or a Go template."""
+    from pallet.cli import gotemplate
 
-        return json.dumps(obj, ensure_ascii=False)
-    out, i = [], 0
-    text = template.replace("\\t", "\t").replace("\\n", "\n")
-    while i < len(text):
-        j = text.find("{{", i)
-        if j < 0:
-            out.append(text[i:])
-            break
-        out.append(text[i:j])
-        k = text.find("}}", j)
-        if k < 0:
-            raise UsageError(f"template: unclosed action in {template!r}")
-        expr = text[j + 2 : k].strip().strip("-").strip()
-        stages = " ".join(_tokens(expr)).split(" | ")
-        val: Any = None
-        for n, stage in enumerate(stages):
-            val = _eval(_tokens(stage), obj, val, has_pipe=n > 0)
-        out.append(go_value(val) if not isinstance(val, str) else val)
-        i = k + 2
-    return "".join(out)
+    if template.strip() == "json":
+        return gotemplate.to_json(obj)
+    return gotemplate.render(template, [obj]).removesuffix("\n")
 
 
 def print_formatted(template: str, objs: list[Any], headers: dict[str, str] | None = None) -> None:
-    """Print each object with ``template``; a ``table`` template gets a header row and alignment."""
-    from pallet.cli import render
+    """Each object through ``--format`` ("json": one JSON object per line, as docker's ``ps``);
+    a ``table`` template gets a header row and docker's column alignment."""
+    from pallet.cli import gotemplate
 
-    if template.startswith("table"):
-        body = template[5:].strip() or "{{json .}}"
-        rows = [render_format(body, o).split("\t") for o in objs]
-        fields = [part.strip() for part in body.replace("\\t", "\t").split("\t")]
-        hdr = []
-        for f in fields:
-            key = f.strip("{} ").lstrip(".").split(" ")[0]
-            hdr.append((headers or {}).get(key, key.upper()))
-        render.table(hdr, rows)
+    if template.strip() == "json":
+        for o in objs:
+            print(gotemplate.to_json(o))
         return
-    for o in objs:
-        print(render_format(template, o))
+    sys.stdout.write(gotemplate.render(template, objs, headers))
+
+
+class PullProgress:
+    """``pallet.cli.progress``'s display, made at the first event: ``run`` and ``create`` import
+    nothing for it unless they really pull. Closing it ends the display of one pull."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._display: Any = None
+
+    def _get(self) -> Any:
+        if self._display is None:
+            from pallet.cli import progress
+
+            self._display = progress.create(sys.stderr, quiet=self.quiet)
+        return self._display
+
+    def start(self, ident: str, total: int | None = None, kind: str = "blob") -> None:
+        self._get().start(ident, total, kind)
+
+    def advance(self, ident: str, n: int) -> None:
+        self._get().advance(ident, n)
+
+    def finish(self, ident: str, status: str = "done") -> None:
+        self._get().finish(ident, status)
+
+    def message(self, text: str) -> None:
+        self._get().message(text)
+
+    def close(self) -> None:
+        if self._display is not None:
+            self._display.close()
+            self._display = None
 
 
 # -- shared parsing helpers ----------------------------------------------------------------------------------
@@ -416,6 +323,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
     opts = _options(args)
     command = args.command or None
+    _show_pulls(containers, ctx, args.quiet)
     trace("cli: imported")
     c, code = containers.run(
         args.image,
@@ -433,6 +341,13 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         print(c.id)
         return _exit_now(0)
     return _exit_now(0 if code is None else code)
+
+
+def _show_pulls(containers: Any, ctx: Context, quiet: bool) -> None:
+    """A pull ``run``/``create`` needs shows its progress on stderr, as podman's (``-q``: not)."""
+    src = containers.image_source(ctx)
+    if hasattr(src, "progress"):
+        src.progress = PullProgress(quiet)
 
 
 def _exit_now(code: int) -> int:
@@ -455,6 +370,7 @@ def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
 
     opts = _options(args)
     opts.attach = not (args.detach if hasattr(args, "detach") else False)
+    _show_pulls(containers, ctx, args.quiet)
     c = containers.create(args.image, args.command or None, opts, ctx)
     _write_cidfile(args.cidfile, c.id)
     print(c.id)
@@ -968,7 +884,7 @@ def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
 def inspect_containers(
     refs: list[str], ctx: Context, *, size: bool = False
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The lead's hook for the top-level ``inspect``: (objects found, references not found)."""
+    """(objects found, references not found): docker's container inspect JSON."""
     from pallet.engine import containers
     from pallet.engine.errors import NoSuchContainer
     from pallet.engine.inspect import container_inspect
@@ -982,18 +898,57 @@ def inspect_containers(
     return found, missing
 
 
-def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
-    from pallet.cli import render
+#: maps in docker's container JSON (Go map types: an absent key is not a template error)
+_GO_MAPS = (
+    ("Config", "Labels"),
+    ("Config", "Volumes"),
+    ("Config", "ExposedPorts"),
+    ("HostConfig", "PortBindings"),
+    ("HostConfig", "Sysctls"),
+    ("HostConfig", "Tmpfs"),
+    ("HostConfig", "LogConfig", "Config"),
+    ("NetworkSettings", "Ports"),
+    ("NetworkSettings", "Networks"),
+    ("GraphDriver", "Data"),
+)
 
-    found, missing = inspect_containers(args.containers, ctx, size=args.size)
-    if args.format:
-        for obj in found:
-            print(render_format(args.format, obj))
-    else:
-        render.print_json(found)
-    for m in missing:
-        print(f"Error: no such container: {m}", file=sys.stderr)
-    return 125 if missing else 0
+
+def go_typed(obj: dict[str, Any]) -> dict[str, Any]:
+    """Mark the maps of a container's inspect JSON for ``pallet.cli.gotemplate``
+    (``{{.Config.Labels.x}}`` of an absent label prints ``<no value>``, as docker's)."""
+    from pallet.cli.gotemplate import NIL_MAP, GoMap
+
+    for path in _GO_MAPS:
+        parent: Any = obj
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent:
+            value = parent[path[-1]]
+            if value is None:
+                parent[path[-1]] = NIL_MAP
+            elif isinstance(value, dict):
+                parent[path[-1]] = GoMap(value)
+    return obj
+
+
+def inspect_data(name: str, ctx: Context) -> dict[str, Any]:
+    """The top-level ``pallet inspect``'s container inspector (raises NotFound for non-containers)."""
+    from pallet.engine import containers
+    from pallet.engine.inspect import container_inspect
+
+    return go_typed(container_inspect(ctx, containers.get(name, ctx)))
+
+
+def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    from pallet.cli.inspect import emit
+
+    def one(name: str, ctx: Context) -> dict[str, Any]:
+        from pallet.engine import containers
+        from pallet.engine.inspect import container_inspect
+
+        return go_typed(container_inspect(ctx, containers.get(name, ctx), size=args.size))
+
+    return emit(args.containers, args.format, [("container", one)], ctx)
 
 
 def cmd_prune(args: argparse.Namespace, ctx: Context) -> int:

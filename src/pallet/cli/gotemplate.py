@@ -745,6 +745,17 @@ class Template:
             except (ValueError, KeyError, IndexError) as e:
                 raise TemplateError(f"template: error calling {head.value}: {e}") from None
         if len(cmd.args) > 1 or final is not _NOARG:
+            fn = self._arg(head, dot, scopes) if head.kind in ("field", "var") else None
+            if callable(fn):  # a method with arguments, as docker's {{.Label "com.example.key"}}
+                args = [self._arg(a, dot, scopes) for a in cmd.args[1:]]
+                if final is not _NOARG:
+                    args.append(final)
+                try:
+                    return fn(*args)
+                except TypeError:
+                    raise TemplateError(
+                        f"template: wrong number of arguments for {self._describe(head)}"
+                    ) from None
             raise TemplateError(f"template: can't give argument to non-function {self._describe(head)}")
         return self._arg(head, dot, scopes)
 

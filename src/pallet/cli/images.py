@@ -491,7 +491,10 @@ def _rmi(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("rmi needs at least one IMAGE (or --all)")
     if args.images and args.all:
         raise UsageError("rmi: give IMAGE names or --all, not both")
-    report = images.remove(args.images, force=args.force, all=args.all, ctx=ctx)
+    report = images.remove(args.images, force=args.force, all=args.all, ctx=ctx,
+                           on_in_use=lambda img: _remove_containers_of(img, ctx))
+    if any(ev.action != "untagged" for ev in report.events):
+        _gc_layers(ctx)
     for ev in report.events:
         if ev.action == "untagged":
             _print(f"Untagged: {ev.value}\n")
@@ -505,6 +508,25 @@ def _rmi(args: argparse.Namespace, ctx: Context) -> int:
         codes.add(1 if isinstance(err, ImageNotFound) else 2 if isinstance(err, ImageInUse) else 125)
     # podman's rmi exit codes: 1 no such image, 2 image in use, 125 anything else
     return 125 if 125 in codes else 2 if 2 in codes else 1 if 1 in codes else 0
+
+
+def _remove_containers_of(img: Image, ctx: Context) -> None:
+    """``rmi -f`` of an image containers use: remove those containers first, as podman does."""
+    from pallet.engine import containers
+    from pallet.engine.errors import NoSuchContainer
+
+    for holder in img.holders:
+        try:
+            containers.remove(holder, force=True, ctx=ctx)
+        except NoSuchContainer:
+            pass  # a stale hold: the image goes anyway
+
+
+def _gc_layers(ctx: Context) -> None:
+    """Unpacked layers that no image and no container uses any more go with the images."""
+    from pallet.images import unpack
+
+    unpack.gc_layers(ctx)
 
 
 def image_inspect_data(name: str, ctx: Context) -> dict[str, Any]:
@@ -664,8 +686,11 @@ def _prune(args: argparse.Namespace, ctx: Context) -> None:
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             return
-    for img in images.prune(all=args.all, filters=args.filter, ctx=ctx):
+    removed = images.prune(all=args.all, filters=args.filter, ctx=ctx)
+    for img in removed:
         _print(f"{img.id.encoded}\n")
+    if removed:
+        _gc_layers(ctx)
 
 
 def _exists(args: argparse.Namespace, ctx: Context) -> int:

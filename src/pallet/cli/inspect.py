@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 Inspector = Callable[[str, "Context"], dict[str, Any]]
 
 INSPECTORS: dict[str, str] = {
+    "container": "pallet.cli.containers:inspect_data",
     "image": "pallet.cli.images:image_inspect_data",
+    "volume": "pallet.cli.volumes:inspect_data",
 }
 ORDER = ("container", "image", "volume", "network")
 

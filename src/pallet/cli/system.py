@@ -46,22 +46,80 @@ def _runtime_versions() -> dict[str, str]:
 
 
 def _count_images(ctx: Context) -> int | None:
-    """Images in the store: the image component's list, when it is installed. (lead: wire here)"""
+    """Images in the store (intermediate ones too, as docker info counts them); None if unreadable."""
     try:
-        from pallet import images  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    lister = getattr(images, "list_images", None)
-    if lister is None:
-        return None
-    try:
-        return len(list(lister(ctx=ctx)))
+        from pallet import images
+
+        return len(images.list(ctx, all=True))
     except Exception:
         return None
 
 
+def _storage_facts(ctx: Context) -> dict[str, Any]:
+    """The graph driver and what it keeps: docker info's Driver/DriverStatus, podman's store."""
+    facts: dict[str, Any] = {"Driver": ctx.storage_driver or "", "DriverStatus": [], "Layers": None}
+    try:
+        from pallet.storage.layers import LayerStore
+
+        layers = LayerStore(ctx)
+    except Exception as e:  # an unusable storage configuration is a fact to show, not a crash
+        facts["DriverStatus"] = [["Error", str(e)]]
+        return facts
+    facts["Driver"] = layers.driver_name
+    facts["Layers"] = len(layers.layers())
+    status = [["Graph Root", str(layers.home)], ["Run Root", str(layers.run)]]
+    fs = _fs_type(layers.home)
+    if fs:
+        status.insert(0, ["Backing Filesystem", fs])
+    facts["DriverStatus"] = status
+    return facts
+
+
+def _fs_type(path: Any) -> str:
+    """The filesystem type of the mount holding ``path`` (longest mount-point prefix)."""
+    best, fstype = "", ""
+    target = os.path.realpath(str(path))
+    while not os.path.exists(target) and target != "/":
+        target = os.path.dirname(target)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mp = left.split()[4]
+                if (target == mp or target.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                    best, fstype = mp, right.split()[0]
+    except OSError:
+        return ""
+    return fstype
+
+
+def _registry_facts(ctx: Context) -> dict[str, Any]:
+    """registries.conf as it applies: search list, per-registry settings, mirrors (podman's info)."""
+    try:
+        from pallet.config import registries
+
+        conf = registries.load(ctx)
+    except Exception as e:
+        return {"Error": str(e)}
+    return {
+        "Search": list(conf.search if conf.search is not None else ["docker.io"]),
+        "ShortNameMode": conf.short_name_mode,
+        "Registries": [
+            {
+                "Prefix": r.prefix,
+                "Location": r.location,
+                "Insecure": r.insecure,
+                "Blocked": r.blocked,
+                "Mirrors": [m.location for m in r.mirrors],
+            }
+            for r in conf.registries
+        ],
+        "Sources": [str(x) for x in conf.sources],
+    }
+
+
 def info_dict(ctx: Context) -> dict[str, Any]:
-    """docker info's fields that mean something for pallet."""
+    """docker info's fields that mean something for pallet, plus the store's (podman's info)."""
     from pallet import __version__
     from pallet.engine import cgroups, containers, security
     from pallet.engine.runtime import default_runtime_name
@@ -76,6 +134,7 @@ def info_dict(ctx: Context) -> dict[str, Any]:
     if security.selinux_enabled():
         sec.append("name=selinux")
     mem = cgroups.host_memory()
+    storage = _storage_facts(ctx)
     return {
         "ID": "",
         "Containers": len(cs),
@@ -83,7 +142,9 @@ def info_dict(ctx: Context) -> dict[str, Any]:
         "ContainersPaused": paused,
         "ContainersStopped": len(cs) - running - paused,
         "Images": _count_images(ctx),
-        "Driver": ctx.storage_driver or "overlay",
+        "Driver": storage["Driver"],
+        "DriverStatus": storage["DriverStatus"],
+        "Layers": storage["Layers"],
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
         "CgroupVersion": "2" if cgroups.is_v2() else "1",
@@ -101,6 +162,7 @@ def info_dict(ctx: Context) -> dict[str, Any]:
         "ServerVersion": __version__,
         "DockerRootDir": str(ctx.root),
         "RunRoot": str(ctx.runroot),
+        "RegistryConfig": _registry_facts(ctx),
     }
 
 
@@ -112,6 +174,7 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
         print(render_format(args.format, info))
         return 0
     images = info["Images"]
+    reg = info["RegistryConfig"]
     lines = [
         "Server:",
         f" Containers: {info['Containers']}",
@@ -120,7 +183,9 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
         f"  Stopped: {info['ContainersStopped']}",
         f" Images: {images if images is not None else 'N/A'}",
         f" Server Version: {info['ServerVersion']}",
-        f" Storage Driver: {info['Driver']}",
+        f" Storage Driver: {info['Driver'] or 'unknown'}",
+        *[f"  {k}: {v}" for k, v in info["DriverStatus"]],
+        f"  Layers: {info['Layers'] if info['Layers'] is not None else 'N/A'}",
         f" Logging Driver: {info['LoggingDriver']}",
         f" Cgroup Driver: {info['CgroupDriver']}",
         f" Cgroup Version: {info['CgroupVersion']}",
@@ -139,6 +204,18 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> int:
         f" Root Dir: {info['DockerRootDir']}",
         f" Run Root: {info['RunRoot']}",
     ]
+    if "Error" in reg:
+        lines.append(f" Registries: {reg['Error']}")
+    else:
+        lines.append(f" Registries (search): {', '.join(reg['Search']) or 'none'}")
+        insecure = [r["Prefix"] for r in reg["Registries"] if r["Insecure"]]
+        mirrors = [f"{r['Prefix']} -> {m}" for r in reg["Registries"] for m in r["Mirrors"]]
+        blocked = [r["Prefix"] for r in reg["Registries"] if r["Blocked"]]
+        for title, items in (("Insecure Registries", insecure), ("Registry Mirrors", mirrors),
+                             ("Blocked Registries", blocked)):
+            if items:
+                lines.append(f" {title}:")
+                lines += [f"  {i}" for i in items]
     print("\n".join(lines))
     return 0
 
@@ -152,6 +229,7 @@ def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
     rt_name = ctx.runtime or default_runtime_name()
     rt_version = _runtime_versions().get(rt_name, "")
+    storage = _storage_facts(ctx)
     data = {
         "Client": {
             "Version": __version__,
@@ -167,6 +245,12 @@ def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
             "Components": [
                 {"Name": "Engine", "Version": __version__},
                 {"Name": rt_name, "Version": rt_version},
+                {
+                    "Name": "Storage",
+                    "Version": __version__,
+                    "Details": {"Driver": storage["Driver"], "Root": str(ctx.root),
+                                "RunRoot": str(ctx.runroot)},
+                },
             ],
         },
     }
@@ -183,7 +267,11 @@ def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
         f"  Version:       {__version__}\n"
         f"  Kernel:        {platform.release()}\n"
         f" {rt_name}:\n"
-        f"  Version:       {rt_version or 'unknown'}"
+        f"  Version:       {rt_version or 'unknown'}\n"
+        " Storage:\n"
+        f"  Driver:        {storage['Driver'] or 'unknown'}\n"
+        f"  Root:          {ctx.root}\n"
+        f"  Run Root:      {ctx.runroot}"
     )
     return 0
 
@@ -296,10 +384,14 @@ def register(subparsers: Any, verb: str) -> None:
     pr.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     pr.add_argument("--filter", action="append", default=[], help="until=, label=")
     pr.set_defaults(func=cmd_system_prune)
-    # ---- `system df` belongs to the storage component: it registers itself here once merged. ----
-    try:
-        from pallet.cli.storage import register_system_df  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        register_system_df(sub)
+    from pallet.cli.storage import register_system_df
+    from pallet.images.unpack import list_for_storage
+
+    register_system_df(sub, list_images=list_for_storage, container_names=_container_names)
+
+
+def _container_names(ctx: Context) -> dict[str, str]:
+    """Container IDs to names, for ``system df -v``."""
+    from pallet.engine import state
+
+    return {c.id: c.name for c in state.state_for(ctx.root).list()}

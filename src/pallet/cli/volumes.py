@@ -50,26 +50,36 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
-    from pallet.cli import render
-    from pallet.cli.containers import render_format
+def inspect_data(name: str, ctx: Context) -> dict[str, Any]:
+    """A volume's inspect JSON with its maps marked for Go templates (the top-level ``inspect``)."""
+    from pallet.cli.gotemplate import NIL_MAP, GoMap
     from pallet.engine import volumes
+
+    v = volumes.inspect(name, ctx)
+    for key in ("Labels", "Options"):
+        if key in v:
+            v[key] = GoMap(v[key]) if isinstance(v[key], dict) else NIL_MAP if v[key] is None else v[key]
+    return v
+
+
+def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
+    from pallet.cli import gotemplate
     from pallet.engine.errors import NoSuchVolume
 
     found: list[dict[str, Any]] = []
-    rc = 0
+    errors: list[str] = []
     for name in args.volumes:
         try:
-            found.append(volumes.inspect(name, ctx))
+            found.append(inspect_data(name, ctx))
         except NoSuchVolume as e:
-            print(f"Error: {e}", file=sys.stderr)
-            rc = 1
-    if args.format:
-        for v in found:
-            print(render_format(args.format, v))
+            errors.append(str(e))
+    if args.format and args.format.strip() != "json":
+        sys.stdout.write(gotemplate.render(args.format, found))  # template errors: before any output
     else:
-        render.print_json(found)
-    return rc
+        sys.stdout.write(gotemplate.to_json(found, indent=4) + "\n")
+    for e in errors:
+        print(f"Error: {e}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:

@@ -4,9 +4,37 @@ The shared vocabulary of images. Everything that handles image bytes (registry c
 server, image store, layer storage) speaks in these types.
 """
 
+from __future__ import annotations
+
 from pallet.content.digest import Digest, Hasher, InvalidDigest, is_digest
-from pallet.content.manifest import Descriptor, Index, InvalidManifest, Manifest, canonical_json, parse
-from pallet.content.platform import Platform
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pallet.content.manifest import Descriptor, Index, InvalidManifest, Manifest, canonical_json, parse
+    from pallet.content.platform import Platform
+
+# imported on first use: a digest is all most callers need (``pallet run`` reads no manifest)
+_LAZY = {
+    "Descriptor": "pallet.content.manifest",
+    "Index": "pallet.content.manifest",
+    "InvalidManifest": "pallet.content.manifest",
+    "Manifest": "pallet.content.manifest",
+    "canonical_json": "pallet.content.manifest",
+    "parse": "pallet.content.manifest",
+    "Platform": "pallet.content.platform",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pallet.content' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Descriptor",

@@ -7,10 +7,13 @@ tar → disk without being staged anywhere.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
 
 from pallet.content import mediatypes as mt
 from pallet.errors import ContentError
+
+TYPE_CHECKING = False  # no typing import at start-up (pallet run)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

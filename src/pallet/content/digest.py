@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import BinaryIO
 
 from pallet.errors import ContentError, DigestMismatch
+
+TYPE_CHECKING = False  # no typing import at start-up (pallet run)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 # image-spec descriptor.md: digest ::= algorithm ":" encoded
 _GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        arch, variant = _MACHINE_TO_ARCH.get(_platform.machine(), (_platform.machine(), ""))
+        arch, variant = _MACHINE_TO_ARCH.get(os.uname().machine, (os.uname().machine, ""))
         return cls("linux", arch, variant)
 
     @classmethod

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pallet.context import Context
     from pallet.engine.image_source import ImageSource
 
+#: an image config with a command, to validate options before the real image is known
+_ANY_IMAGE: dict[str, Any] = {"config": {"Cmd": ["true"]}}
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _sources: dict[tuple[str, int], ImageSource] = {}
 
@@ -207,6 +209,9 @@ def create(
     rt_name, rt_path = rt.resolve(opts.runtime or ctx.runtime)
     if opts.init and not find_init():
         raise UsageError("--init needs an init binary on the host: install catatonit or tini")
+    # every flag is checked before anything is pulled (compose is pure and takes microseconds; it
+    # runs again below with the image's config)
+    spec.compose(_ANY_IMAGE, command, opts, container_id="0" * 64, image_name=image)
     src = image_source(ctx)
     img = src.resolve(image, opts.pull, opts.platform)
     platform = spec.check_platform(img.config, opts.platform)
@@ -620,7 +625,10 @@ def finish_attached(
     left when ``run --rm`` returns. Call before closing the socket."""
     if result and result.get("Cleanup") == "remove":
         me = os.getpid()
-        if _state(ctx).transition(
+        # the monitor deletes the runtime's state meanwhile: leave that (and the bundle the
+        # runtime may read) to it, and finish once it is gone
+        monitor_deletes = bool(result.get("RuntimeDelete")) and sock is not None
+        took = _state(ctx).transition(
             container_id,
             ACTIVE,
             status="removing",
@@ -631,8 +639,10 @@ def finish_attached(
             finished_at=result.get("FinishedAt") or now_rfc3339(),
             monitor_pid=me,
             monitor_start=proc_start_time(me),
-        ):
-            _remove_storage(ctx, container_id, remove_volumes=True, delete_row=True)
+        )
+        if took:
+            _remove_storage(ctx, container_id, remove_volumes=not monitor_deletes,
+                            delete_row=not monitor_deletes, runtime=not monitor_deletes)
         trace("cli: removed")
         if sock is not None:
             from pallet.engine import attach as proto
@@ -642,6 +652,10 @@ def finish_attached(
                 sock.settimeout(30)
                 while sock.recv(4096):
                     pass
+        if took and monitor_deletes:
+            # the monitor is gone: its runtime delete is done (or, if it died, do it now)
+            _remove_storage(ctx, container_id, remove_volumes=True, delete_row=True, layer=False)
+            trace("cli: runtime state and row gone")
 
 
 def attach_socket(
@@ -870,28 +884,42 @@ def _release_storage(ctx: Context, container_id: str) -> None:
         st.update(container_id, rootfs="")
 
 
-def _remove_storage(ctx: Context, container_id: str, *, remove_volumes: bool, delete_row: bool) -> None:
-    """Delete everything a container owns, then its row. Each step is idempotent."""
+def _remove_storage(
+    ctx: Context,
+    container_id: str,
+    *,
+    remove_volumes: bool,
+    delete_row: bool,
+    runtime: bool = True,
+    layer: bool = True,
+) -> None:
+    """Delete everything a container owns, then its row. Each step is idempotent.
+
+    ``runtime=False``: leave the runtime's state and the bundle (the monitor is deleting them);
+    ``layer=False``: the root filesystem, image hold and files are already gone."""
     from pallet.engine import volumes as vols
 
     st = _state(ctx)
     c = st.find(container_id)
     anon: list[str] = []
     if c is not None:
-        runtime = _runtime(ctx, c)
-        if os.path.isdir(os.path.join(runtime.state_root, container_id)):
-            runtime.delete(container_id)
+        if runtime:
+            rt_ = _runtime(ctx, c)
+            if os.path.isdir(os.path.join(rt_.state_root, container_id)):
+                rt_.delete(container_id)
         if remove_volumes:
             anon = st.container_volumes(container_id)
     networking.release_begin(ctx, container_id)  # on a thread, while the rest goes
-    src = image_source(ctx)
     trace("remove: runtime state gone")
-    src.remove_rootfs(container_id)
-    trace("remove: rootfs removed")
-    if c is not None:
-        src.unhold(c.image_id, container_id)
-    _rmtree(bundle_dir(ctx, container_id), ignore_errors=True)
-    _rmtree(container_dir(ctx, container_id), ignore_errors=True)
+    if layer:
+        src = image_source(ctx)
+        src.remove_rootfs(container_id)
+        trace("remove: rootfs removed")
+        if c is not None:
+            src.unhold(c.image_id, container_id)
+        _rmtree(container_dir(ctx, container_id), ignore_errors=True)
+    if runtime:
+        _rmtree(bundle_dir(ctx, container_id), ignore_errors=True)
     networking.release(ctx, container_id)
     if delete_row:
         st.delete(container_id)

@@ -60,3 +60,7 @@ class RuntimeNotFound(EngineError):
 
 class PlatformMismatch(EngineError):
     """The image was built for another OS or architecture."""
+
+
+class ImagePullFailed(EngineError):
+    """Pulling the container's image failed (the message names the image and the cause)."""

@@ -6,18 +6,19 @@ root filesystem, to release or delete it, to protect an image from ``rmi`` while
 uses it, and to turn a container's changes into a new image (``commit``).
 
 Which implementation is used: ``$PALLET_IMAGE_SOURCE`` (``module:callable``, called with the
-:class:`~pallet.context.Context`) if set, else :data:`DEFAULT_FACTORY` (the store + storage
-implementation, ``pallet.engine.store_source``). The test suite points the variable at an
-implementation over OCI layouts (``tests/engine/support/layout_source.py``).
+:class:`~pallet.context.Context`) if set, else :data:`DEFAULT_FACTORY`: the image store + layer
+storage implementation, :class:`pallet.engine.store_source.StoreImageSource`, which is what
+``pallet`` and the test suite use. The variable is the seam for embedding pallet's engine over
+another image store.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass, field
 
 from pallet.errors import EngineError
+from pallet.records import dataclass, field
 
 TYPE_CHECKING = False  # typing costs an import on pallet run's path; annotations are strings
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 #: pull policies as podman and docker spell them
 PULL_POLICIES = ("always", "missing", "never", "newer")
 
-#: ``module:callable`` used when $PALLET_IMAGE_SOURCE is unset (the lead's store+storage source)
+#: ``module:callable`` used when $PALLET_IMAGE_SOURCE is unset (the store+storage source)
 DEFAULT_FACTORY = "pallet.engine.store_source:StoreImageSource"
 
 

@@ -886,13 +886,18 @@ class Monitor:
         status = self.ctr_status if self.ctr_status is not None else 255
         exit_code = status if status >= 0 else 128 - status
         trace("monitor: container exited, output drained")
-        oom = cgroups.oom_kills(self.cfg.cgroups_path) > 0
-        self._runtime_delete()
-        trace("monitor: runtime delete done")
+        oom = cgroups.oom_kills(self.cfg.cgroups_path) > 0  # before delete removes the cgroup
         if self.health_proc is not None:
             with contextlib.suppress(OSError):
                 os.kill(self.health_proc["pid"], signal.SIGKILL)
         self.health_next = None
+        if self.cfg.auto_remove and not self.cfg.restart_name and self._initial_client_pid():
+            # run --rm, attached: the CLI removes the container while we delete the runtime's
+            # state (the two overlap); it waits for us to finish before it returns
+            self._hand_removal_to_client(exit_code, oom, now_rfc3339(), runtime_delete=True)
+            return True
+        self._runtime_delete()
+        trace("monitor: runtime delete done")
         ran_for = time.monotonic() - self.started_mono
         if self.cfg.restart_name:
             c = self.state.find(self.cfg.container_id)
@@ -1018,9 +1023,11 @@ class Monitor:
                 return pid if alive(pid, 0) else 0
         return 0
 
-    def _hand_removal_to_client(self, exit_code: int, oom: bool, finished: str) -> None:
+    def _hand_removal_to_client(self, exit_code: int, oom: bool, finished: str, *,
+                                runtime_delete: bool = False) -> None:
         """Tell the attached CLI to record the exit and remove the container; when it is gone
-        (its socket closed), finish whatever it did not do."""
+        (its socket closed), finish whatever it did not do. ``runtime_delete``: the runtime's
+        state is still there; delete it while the CLI removes the rest (it then leaves that to us)."""
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -1032,6 +1039,7 @@ class Monitor:
             "Cleanup": "remove",
             "StartedAt": self.started_at,
             "FinishedAt": finished,
+            "RuntimeDelete": runtime_delete,
         }
         framed = proto.jframe(proto.EXIT, info)
         for c in list(self.clients):
@@ -1043,6 +1051,9 @@ class Monitor:
             if not c.initial:
                 self._drop_client(c)
         trace("monitor: removal handed to the client")
+        if runtime_delete:
+            self._runtime_delete()
+            trace("monitor: runtime delete done")
         done = False
         for c in initial:  # wait until the CLI says DONE, or is gone
             c.sock.setblocking(True)

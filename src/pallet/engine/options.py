@@ -11,9 +11,9 @@ import json
 import os
 import re
 import signal as _signal
-from dataclasses import dataclass, field
 
 from pallet.errors import UsageError
+from pallet.records import dataclass, field
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:

@@ -27,9 +27,18 @@ KNOWN_RUNTIMES = {
 
 
 def _which(name: str) -> str | None:
+    """``name`` on $PATH; pallet-runtime also beside this interpreter (a venv used without
+    activating it: ``~/.venv/bin/pallet run`` finds ``~/.venv/bin/pallet-runtime``)."""
     import shutil
 
-    return shutil.which(name)
+    found = shutil.which(name)
+    if found is None and name == "pallet-runtime":
+        import sys
+
+        beside = os.path.join(os.path.dirname(sys.executable), name)
+        if os.access(beside, os.X_OK):
+            return beside
+    return found
 
 
 def default_runtime_name() -> str:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
 
 from pallet.engine import options as o
 from pallet.engine import security
 from pallet.engine.errors import PlatformMismatch
 from pallet.errors import UsageError
+from pallet.records import dataclass
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:

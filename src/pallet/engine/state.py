@@ -15,12 +15,12 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.engine import db
 from pallet.engine.db import ACTIVE, now_rfc3339  # noqa: F401 - re-exported
 from pallet.engine.errors import NameConflict, NoSuchContainer, NoSuchVolume
+from pallet.records import dataclass, field
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:

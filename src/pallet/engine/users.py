@@ -6,10 +6,9 @@ so a symlinked /etc/passwd cannot make the engine read a host file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pallet.engine.paths import read_in_root
 from pallet.errors import EngineError
+from pallet.records import dataclass, field
 
 
 @dataclass(frozen=True)

@@ -325,20 +325,37 @@ def _remove_one(
 ) -> None:
     resolved = store.resolve(text)
     img = resolved.image
+    if resolved.by == "name":
+        # Docker's rule: the digests a pull recorded for the name's own repository are not
+        # references of their own; removing the repository's last tag takes them along, and the
+        # image is deleted (holders checked) when nothing else names it
+        repo = naming.split_name(resolved.ref)[0]
+        same_repo = [d for d in img.explicit_repo_digests if d.partition("@")[0] == repo]
+        others = [n for n in img.names if n != resolved.ref]
+        others += [d for d in img.explicit_repo_digests if d not in same_repo]
+        if others:
+            store.untag(resolved.ref)
+            events.append(RemoveEvent("untagged", resolved.ref))
+            if not any(naming.split_name(n)[0] == repo for n in others):
+                for d in same_repo:
+                    store.remove_repo_digest(img.id, d)
+                    events.append(RemoveEvent("untagged", d))
+            return
+        _check_holders(img, force, on_in_use)
+        store.untag(resolved.ref)
+        events.append(RemoveEvent("untagged", resolved.ref))
+        events.extend(RemoveEvent("untagged", d) for d in same_repo)
+        store.remove_image(img.id, force=True)
+        events.append(RemoveEvent("deleted", img.id))
+        return
     references = builtins.list(img.names) + [r for r in img.explicit_repo_digests if r not in img.names]
-    if resolved.by in ("name", "digest"):
+    if resolved.by == "digest":
         if len(references) > 1:  # one of several references: only that one goes
-            if resolved.by == "name":
-                store.untag(resolved.ref)
-            else:
-                store.remove_repo_digest(img.id, resolved.ref)
+            store.remove_repo_digest(img.id, resolved.ref)
             events.append(RemoveEvent("untagged", resolved.ref))
             return
         _check_holders(img, force, on_in_use)
-        if resolved.by == "name":
-            store.untag(resolved.ref)
-        else:
-            store.remove_repo_digest(img.id, resolved.ref)
+        store.remove_repo_digest(img.id, resolved.ref)
         events.append(RemoveEvent("untagged", resolved.ref))
         store.remove_image(img.id, force=True)
         events.append(RemoveEvent("deleted", img.id))

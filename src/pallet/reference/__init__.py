@@ -8,10 +8,10 @@ list of registries is registries.conf's business (``pallet.config.registries``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 
 from pallet.content.digest import Digest, InvalidDigest
 from pallet.errors import InvalidReference
+from pallet.records import dataclass, replace
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"

@@ -8,7 +8,10 @@ here lazily so importing :mod:`pallet.storage.conf` alone stays cheap.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # no typing import at start-up (pallet run)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _EXPORTS = {
     "LayerStore": "pallet.storage.layers",

@@ -19,11 +19,10 @@ file's driver, as in podman; ``--storage-driver`` overrides both.
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.errors import ConfigError
+from pallet.records import dataclass, field
 
 DRIVERS = ("overlay", "vfs", "fuse-overlayfs")
 
@@ -60,6 +59,8 @@ def load(path: Path | None = None) -> StorageConf:
     path = path or conf_path()
     if path is None:
         return StorageConf()
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:

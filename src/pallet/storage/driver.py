@@ -22,16 +22,15 @@ import json
 import os
 import shutil
 import stat
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from pallet.errors import NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
+from pallet.records import dataclass, field, replace
 from pallet.storage.mount import Mount, mountpoints_under, mountpoints_using
 
 
@@ -254,7 +253,7 @@ class Driver(ABC):
             d = self.dir_of(key)
             if mountpoints_under(d) or mountpoints_using(self.data_dir(key)):
                 raise StorageError(f"{self.name}: cannot remove {key!r}: it is mounted")
-            trash = self._tmp / f"trash-{uuid.uuid4().hex}"
+            trash = self._tmp / f"trash-{os.urandom(16).hex()}"
             os.rename(d, trash)
             self._after_remove(info)
         _rmtree(trash)
@@ -272,7 +271,7 @@ class Driver(ABC):
                 d = self._snapshots / n
                 info = self._read_info(d)
                 if info is None or key_dir_name(info.name) != n:
-                    trash = self._tmp / f"trash-{uuid.uuid4().hex}"
+                    trash = self._tmp / f"trash-{os.urandom(16).hex()}"
                     os.rename(d, trash)
                     removed.append(str(d))
             self._cleanup_extra(removed)
@@ -302,7 +301,7 @@ class Driver(ABC):
     @contextlib.contextmanager
     def _staging(self) -> Iterator[Path]:
         """A private directory in tmp/ that cleanup() leaves alone while we hold its lock."""
-        n = uuid.uuid4().hex
+        n = os.urandom(16).hex()
         lock = self._tmp / f"{n}.lock"
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -21,34 +21,45 @@ ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import logging
 import os
 import re
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
-from pallet.content import compression as comp
 from pallet.content.digest import CHUNK, Digest, Hasher
 from pallet.context import Context
 from pallet.context import default as default_context
 from pallet.errors import ConfigError, DigestMismatch, NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
+from pallet.records import dataclass, field, replace
 from pallet.storage import conf as storage_conf
-from pallet.storage import extract
 from pallet.storage.driver import Driver, DriverOptions, Info, Kind, SnapshotNotFound, Usage, tree_usage
 from pallet.storage.mount import Mount, is_mountpoint, mount_all, unmount
 
+TYPE_CHECKING = False  # no typing import at start-up (pallet run)
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from pallet.storage.diff import Change
 
-log = logging.getLogger(__name__)
+# The layer applier (pallet.storage.extract: tar reader, decompressors, worker threads) and
+# logging are imported on first use: ``pallet run`` only creates, mounts and removes container
+# layers, and every millisecond of its start-up is measured.
+
+
+class _Log:
+    """``logging.getLogger(__name__)``, imported when something is logged (it costs start-up)."""
+
+    def __getattr__(self, name: str):
+        import logging
+
+        return getattr(logging.getLogger(__name__), name)
+
+
+log = _Log()
 
 L_LAYER = "pallet.layer"
 L_DIFF_ID = "pallet.diff-id"
@@ -241,7 +252,7 @@ def _probe_overlay(base: Path) -> tuple[bool, str]:
                 return False, "the kernel has no overlay filesystem"
     except OSError:
         pass
-    d = base / f"probe-{uuid.uuid4().hex}"
+    d = base / f"probe-{os.urandom(16).hex()}"
     try:
         for sub in ("l1", "l2", "u", "w", "m"):
             (d / sub).mkdir(parents=True)
@@ -279,7 +290,10 @@ class LayerStore:
     """Layers, container layers and image mounts of one storage root and driver."""
 
     def __init__(self, ctx: Context | None = None, *, driver: str | None = None,
-                 conf: storage_conf.StorageConf | None = None) -> None:
+                 conf: storage_conf.StorageConf | None = None, recover: bool = True) -> None:
+        """``recover``: sweep crash leftovers (:meth:`cleanup`) at the process's first open of
+        this root; ``pallet run`` passes False (it neither applies layers nor mounts images, and
+        the sweep reads every snapshot's metadata)."""
         self.ctx = ctx or default_context()
         if driver is not None:
             self.ctx = self.ctx.with_(storage_driver=driver)
@@ -292,11 +306,12 @@ class LayerStore:
         self._locks = self.home / "locks"
         self._inflight: dict[str, list[threading.Event]] = {}
         self._inflight_lock = threading.Lock()
-        with _cleaned_lock:
-            first = self.home not in _cleaned
-            _cleaned.add(self.home)
-        if first:
-            self.cleanup()
+        if recover:
+            with _cleaned_lock:
+                first = self.home not in _cleaned
+                _cleaned.add(self.home)
+            if first:
+                self.cleanup()
 
     def __repr__(self) -> str:
         return f"LayerStore({self.home}, driver={self.driver_name})"
@@ -315,6 +330,8 @@ class LayerStore:
         completes). ``compressed_digest``/``compressed_size`` are verified over the raw bytes.
         A mismatch discards the layer and raises :class:`DigestMismatch` naming it.
         """
+        from pallet.content import compression as comp
+
         compression = comp.of_media_type(media_type)
         parent = parent or None
         if expected_diff_id is not None:
@@ -395,8 +412,10 @@ class LayerStore:
     def _extract(self, parent: str | None, stream: BinaryIO, compression: str, media_type: str,
                  expected: str | None, cid: str | None, compressed_digest: str | None,
                  compressed_size: int | None) -> Layer:
+        from pallet.storage import extract
+
         what = f"layer {expected}" if expected else "layer"
-        key = f"{EXTRACT_PREFIX}{uuid.uuid4().hex} {cid or '?'}"
+        key = f"{EXTRACT_PREFIX}{os.urandom(16).hex()} {cid or '?'}"
         d = self.driver
         with self._extract_lock(key):
             if d.supports_rebase:
@@ -452,7 +471,7 @@ class LayerStore:
             self._wait_layer(parent)
         info = self.driver.commit(cid, key, labels=labels, parent=parent or "")
         log.info("applied layer %s", cid)
-        return dataclasses.replace(self._layer_of(info), applied=True)
+        return replace(self._layer_of(info), applied=True)
 
     def _drain(self, stream: BinaryIO, compressed_digest: str | None, compressed_size: int | None,
                cid: str) -> None:
@@ -621,6 +640,8 @@ class LayerStore:
         return diffmod.diff_stream(lambda out: self.write_container_diff(id, out), f"diff of container {id}")
 
     def write_container_diff(self, id: str, out: BinaryIO) -> None:
+        from pallet.storage import extract
+
         layer = self.container_layer(id)
         key = self._container_key(id)
         upper = self.driver.data_dir(key)
@@ -635,6 +656,7 @@ class LayerStore:
     def container_changes(self, id: str) -> list[Change]:
         """What ``podman diff`` lists: A/C/D per path."""
         from pallet.storage import diff as diffmod
+        from pallet.storage import extract
 
         layer = self.container_layer(id)
         upper = self.driver.data_dir(self._container_key(id))
@@ -650,6 +672,8 @@ class LayerStore:
 
     def container_usage(self, id: str) -> Usage:
         """Bytes the container's writable layer adds (vfs: its copy minus the image's)."""
+        from pallet.storage import extract
+
         layer = self.container_layer(id)
         u = self.driver.usage(self._container_key(id))
         if self.driver.apply_format == extract.NAIVE and layer.parent:

@@ -9,17 +9,14 @@ and lets the engine hand the same mounts to a runtime in another mount namespace
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pallet.errors import StorageError
+from pallet.records import dataclass, field
 
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
@@ -27,7 +24,8 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 0x2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library already loaded in this process (ctypes.util.find_library would run ldconfig)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
@@ -154,6 +152,9 @@ def _mount_overlay_relative(m: Mount, target: str, flags: int, data: str) -> Non
 
 
 def _mount_fuse(m: Mount, target: str) -> None:
+    import shutil
+    import subprocess
+
     program = m.source if os.path.isabs(m.source) else shutil.which(m.source) or m.source
     opts = ",".join(o for o in m.options if o != "rw")
     res = subprocess.run([program, "-o", opts, target], capture_output=True, text=True)
@@ -230,6 +231,7 @@ def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
         rel_root = os.path.normpath(os.path.join(root, os.path.relpath(real, mp)))
     out = []
     fuse_opts: dict[str, str] | None = None
+    resolved: dict[str, str] = {}  # overlays on one host share lowerdirs: resolve each once
     for dev, root, mp, fstype, opts in infos:
         if fstype.startswith("fuse.") and fstype != "fuse.":
             if fuse_opts is None:
@@ -245,7 +247,9 @@ def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
                 key, _, value = o.partition("=")
                 if key in ("upperdir", "workdir", "lowerdir"):
                     for v in value.split(":"):
-                        rv = os.path.realpath(v) if v else ""
+                        rv = resolved.get(v)
+                        if rv is None:
+                            rv = resolved[v] = os.path.realpath(v) if v else ""
                         if rv and (rv == real or rv.startswith(inside)):
                             out.append(mp)
                             break
@@ -279,6 +283,8 @@ def is_mountpoint(path: str | os.PathLike[str]) -> bool:
 
 def _unescape(raw: bytes) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo
+    if b"\\" not in raw:  # nearly every field: no byte-by-byte pass
+        return os.fsdecode(raw)
     out = bytearray()
     i = 0
     while i < len(raw):

@@ -20,7 +20,6 @@ import shutil
 from pathlib import Path
 
 from pallet.errors import StorageError
-from pallet.storage import extract
 from pallet.storage.driver import Driver, DriverOptions, Info, Kind
 from pallet.storage.mount import Mount
 
@@ -43,7 +42,7 @@ def _rw_options() -> tuple[str, ...]:
 
 class OverlayDriver(Driver):
     name = "overlay"
-    apply_format = extract.OVERLAY
+    apply_format = "overlay"  # = pallet.storage.extract.OVERLAY, not imported here
     supports_rebase = True
 
     def __init__(self, home: str | os.PathLike[str], options: DriverOptions | None = None) -> None:

@@ -14,14 +14,13 @@ import subprocess
 from pathlib import Path
 
 from pallet.errors import StorageError
-from pallet.storage import extract
 from pallet.storage.driver import Driver, Kind
 from pallet.storage.mount import Mount
 
 
 class VfsDriver(Driver):
     name = "vfs"
-    apply_format = extract.NAIVE
+    apply_format = "naive"  # = pallet.storage.extract.NAIVE, not imported here
     supports_rebase = False
 
     def data_dir(self, key: str) -> Path:

@@ -12,15 +12,17 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from pallet.content.digest import Digest, Hasher
 from pallet.errors import DigestMismatch, NotFound, StoreError
 from pallet.fsutil import fsync_dir
+
+TYPE_CHECKING = False  # no typing import at start-up (pallet run)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 CHUNK = 1 << 20
 NEW_SUFFIX = ".new"
@@ -180,7 +182,7 @@ class BlobWriter:
             store.ingest_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot write to the image store at {store.root}: {e.strerror}") from None
-        self.temp_path = store.ingest_dir / f"blob-{os.getpid()}-{secrets.token_hex(8)}"
+        self.temp_path = store.ingest_dir / f"blob-{os.getpid()}-{os.urandom(8).hex()}"
         # Created under a name gc leaves alone, locked, then renamed: gc only ever sees temp files
         # that are locked (live) or whose writer died (lockable), never one between open and flock.
         fresh = self.temp_path.with_name(self.temp_path.name + NEW_SUFFIX)

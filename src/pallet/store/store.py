@@ -21,24 +21,27 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from pallet.content import compression
 from pallet.content import mediatypes as mt
 from pallet.content.digest import Digest, Hasher
-from pallet.content.manifest import Index, Manifest, parse
 from pallet.errors import ContentError, InvalidReference, NotFound, StoreError
+from pallet.records import dataclass, field
 from pallet.reference import Reference
 from pallet.reference import parse as parse_ref
 from pallet.store import names as naming
 from pallet.store.blobs import CHUNK, BlobStore, BlobUnknown, BlobWriter
+
+TYPE_CHECKING = False  # no typing import at start-up (pallet run)
+if TYPE_CHECKING:  # manifests are parsed only when registering or exporting an image
+    from typing import Any, BinaryIO
+
+    from pallet.content.manifest import Index, Manifest
 
 SCHEMA_VERSION = 1
 
@@ -378,7 +381,7 @@ class Store:
             if self._lease_id is None:
                 lease_dir = self.root / "leases"
                 lease_dir.mkdir(exist_ok=True)
-                lease_id = f"{os.getpid()}-{secrets.token_hex(8)}"
+                lease_id = f"{os.getpid()}-{os.urandom(8).hex()}"
                 fd = os.open(lease_dir / lease_id, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 with self._tx() as db:
@@ -956,6 +959,8 @@ class Store:
 
     # -- content of an image ---------------------------------------------------------------------------
     def manifest(self, image: Image) -> Manifest:
+        from pallet.content.manifest import Index, parse
+
         m = parse(self.blobs.read(image.manifest_digest), image.manifest_media_type)
         if isinstance(m, Index):
             raise StoreError(f"image {image.short_id}: manifest {image.manifest_digest} is an index")
