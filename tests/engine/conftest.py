@@ -165,7 +165,9 @@ class Pallet:
         rtdir = self.runroot / "runtime"
         if rtdir.is_dir():
             for rt in os.listdir(rtdir):
-                found += [f"runtime state {rtdir / rt / n}" for n in os.listdir(rtdir / rt)]
+                # names starting with '@' are the runtime's own (pallet-runtime's seccomp cache)
+                found += [f"runtime state {rtdir / rt / n}" for n in os.listdir(rtdir / rt)
+                          if not n.startswith("@")]
         db = self.root / "engine" / "engine.db"
         if db.exists():
             import sqlite3

@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.engine.conftest import Pallet
 
 
@@ -64,8 +62,6 @@ def test_oom_kill_is_137_and_oomkilled(any_runtime: Pallet) -> None:
                  "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").strip()
     if limit != str(8 << 20):
         # never start the memory hog without its limit: it would eat the host's memory
-        if p.runtime == "pallet-runtime":
-            pytest.xfail(f"pallet-runtime did not apply linux.resources.memory (limit {limit})")
         raise AssertionError(f"{p.runtime}: -m 8m gave a memory limit of {limit}")
     r = p(
         "run",
