@@ -327,6 +327,22 @@ def test_exec_runs_in_the_container(rt: Runtime, tmp_path: Path) -> None:
     assert os.readlink(f"/proc/{pid}/root") == "/"
 
 
+def test_signal_dispositions_are_the_callers(rt: Runtime) -> None:
+    """CPython ignores SIGPIPE and SIGXFSZ; the container must not inherit that (runc does not
+    ignore them either): `yes | head -n1` ends because yes dies of SIGPIPE."""
+    pipe_xfsz = (1 << (13 - 1)) | (1 << (25 - 1))
+    script = "grep SigIgn /proc/self/status; yes | head -n1"
+    code, out, err = rt.run_output(["/bin/sh", "-c", script])
+    assert code == 0, err
+    ign = int(_status(out)["SigIgn"], 16)
+    assert ign & pipe_xfsz == 0, out
+    assert out.splitlines()[-1] == "y"
+    rt("run", "--detach", "--bundle", str(rt.bundle(["sleep", "60"])), "sig")
+    res = rt("exec", "sig", "/bin/sh", "-c", script)
+    assert int(_status(res.stdout)["SigIgn"], 16) & pipe_xfsz == 0, res.stdout
+    assert res.stdout.splitlines()[-1] == "y"
+
+
 def test_exec_in_stopped_container_is_refused(rt: Runtime) -> None:
     rt("run", "--keep", "--bundle", str(rt.bundle(["true"])), "exs")
     res = rt("exec", "exs", "true", check=False)

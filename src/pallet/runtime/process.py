@@ -7,6 +7,7 @@ fds marked close-on-exec; execve.
 
 from __future__ import annotations
 
+import _signal  # the builtin: `signal` is a .py module, not importable once the rootfs is pivoted
 import os
 
 from pallet.errors import RuntimeFailure
@@ -177,6 +178,12 @@ def env_dict(env: list[str]) -> dict[str, str]:
 
 
 def execve(path: str, args: list[str], env: list[str]) -> None:
+    """Replace this process with the container's program.
+
+    CPython ignores SIGPIPE and SIGXFSZ at start-up and ignored signals survive execve: put them
+    back to the default so `yes | head` in a container ends as it does under runc."""
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
     try:
         os.execve(path, args, env_dict(env))
     except OSError as e:
