@@ -73,6 +73,20 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _untranslated(message: str) -> str:
+    return message
+
+
+def _untranslated_plural(singular: str, plural: str, n: int) -> str:
+    return singular if n == 1 else plural
+
+
+# argparse looks every message up through gettext, which stats the locale directories for
+# catalogues CPython does not ship (and imports locale) on each call: ~1.5 ms of every command.
+argparse._ = _untranslated  # type: ignore[attr-defined]
+argparse.ngettext = _untranslated_plural  # type: ignore[attr-defined]
+
+
 def build_parser(verbs: list[str]) -> Parser:
     parser = Parser(prog="pallet", description="Manage images, containers and registries, with no daemon.")
     parser.add_argument("--root", help="storage root (default /var/lib/pallet, $PALLET_ROOT)")

@@ -24,17 +24,18 @@ def _os_name() -> str:
 
 
 def _runtime_versions() -> dict[str, str]:
-    import shutil
     import subprocess
 
-    from pallet.engine.runtime import KNOWN_RUNTIMES
+    from pallet.engine.runtime import KNOWN_RUNTIMES, resolve
+    from pallet.errors import PalletError
 
     out: dict[str, str] = {}
-    for name, binary in KNOWN_RUNTIMES.items():
+    for name in KNOWN_RUNTIMES:
         if name == "kata-runtime" or name in out:
             continue
-        path = shutil.which(binary)
-        if not path:
+        try:
+            path = resolve(name)[1]  # pallet-runtime also beside this interpreter, as `run` finds it
+        except PalletError:
             continue
         try:
             res = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)

@@ -6,7 +6,6 @@ Anything else that fits the grammar parses, but cannot be verified.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from pallet.errors import ContentError, DigestMismatch
@@ -77,6 +76,8 @@ class Digest(str):
 def _new(algorithm: str, data: bytes = b""):
     if algorithm not in _REGISTERED:
         raise InvalidDigest(f"unsupported digest algorithm {algorithm!r} (supported: sha256, sha512)")
+    import hashlib  # on first use: loading OpenSSL costs ~3 ms of every `pallet run`, which hashes nothing
+
     return hashlib.new(algorithm, data)
 
 
