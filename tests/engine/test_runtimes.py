@@ -81,3 +81,34 @@ def test_oom_kill_is_137_and_oomkilled(any_runtime: Pallet) -> None:
     assert info["State"]["OOMKilled"] is True and info["State"]["ExitCode"] == 137
     p.ok("rm", "om")
     assert p.leaks([info["Id"]]) == []
+
+
+def _ignored(status: str) -> int:
+    """The standard signals (1-31) a /proc/PID/status says are ignored."""
+    line = next(ln for ln in status.splitlines() if ln.startswith("SigIgn:"))
+    return int(line.split()[1], 16) & ((1 << 31) - 1)
+
+
+def test_container_signals_start_at_their_defaults(any_runtime: Pallet) -> None:
+    """Neither the monitor's own ignored signals (SIGHUP, SIGINT, SIGQUIT, job control) nor
+    CPython's (SIGPIPE, SIGXFSZ) reach the container, in `run` and in `exec`, as under podman."""
+    p = any_runtime
+    assert _ignored(p.ok("run", "--rm", "small", "cat", "/proc/self/status")) == 0
+    p.ok("run", "-d", "--name", "sigs", "small", "sleep", "300")
+    assert _ignored(p.ok("exec", "sigs", "cat", "/proc/self/status")) == 0
+    assert p.ok("exec", "sigs", "sh", "-c", "yes | head -n1") == "y\n"
+    p.ok("rm", "-f", "sigs")
+
+
+def test_pallet_runtime_called_in_process_or_executed(pallet: Pallet) -> None:
+    """The monitor forks pallet-runtime's CLI in process; PALLET_RUNTIME_EXEC=1 executes it: the
+    same container either way (status, streams, exit code, failures classified alike)."""
+    pallet.runtime = "pallet-runtime"
+    for exec_mode in ("", "1"):
+        pallet.env["PALLET_RUNTIME_EXEC"] = exec_mode
+        r = pallet("run", "--rm", "small", "sh", "-c", "echo out; echo err >&2; exit 3")
+        assert (r.rc, r.out, r.err) == (3, "out\n", "err\n"), exec_mode
+        assert pallet("run", "--rm", "small", "missing-cmd").rc == 127
+        r = pallet("run", "--rm", "small", "sh", "-c", "ls /proc/self/fd")
+        assert r.out.split() == ["0", "1", "2", "3"], (exec_mode, r)  # 3: ls's own directory fd
+        assert _ignored(pallet.ok("run", "--rm", "small", "cat", "/proc/self/status")) == 0
