@@ -135,9 +135,9 @@ def exec_(
 
 
 def _subreaper() -> None:
-    import ctypes
+    from pallet.libc import libc
 
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 def _wait_exit(pid: int) -> int:

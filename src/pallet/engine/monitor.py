@@ -175,9 +175,9 @@ class Launch:
                 os.setsid()
                 if os.fork() != 0:
                     os._exit(0)
-                import ctypes
+                from pallet.libc import libc
 
-                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+                libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
                 os.set_inheritable(theirs.fileno(), True)
                 if client is not None:
                     os.set_inheritable(client.fileno(), True)

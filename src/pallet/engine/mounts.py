@@ -1,10 +1,12 @@
-"""mount(2), umount2(2), setns(2) and unshare(2) through ctypes: no /bin/mount process per call."""
+"""mount(2), umount2(2), setns(2), unshare(2) through :mod:`pallet.libc`: no /bin/mount process per call."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
+
+from pallet.libc import c_ulong, get_errno
+from pallet.libc import libc as _libc
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -18,29 +20,19 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x00020000
 
-_libc: ctypes.CDLL | None = None
-
-
-def libc() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded: no find_library
-    return _libc
-
-
 def _check(ret: int, what: str) -> None:
     if ret != 0:
-        e = ctypes.get_errno()
+        e = get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     _check(
-        libc().mount(
+        _libc.mount(
             source.encode(),
             target.encode(),
             fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
+            c_ulong(flags),
             data.encode() if data else None,
         ),
         f"mount {source} on {target}",
@@ -48,20 +40,20 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
 
 
 def umount(target: str, flags: int = 0, missing_ok: bool = True) -> None:
-    ret = libc().umount2(target.encode(), flags)
+    ret = _libc.umount2(target.encode(), flags)
     if ret != 0:
-        e = ctypes.get_errno()
+        e = get_errno()
         if missing_ok and e in (errno.EINVAL, errno.ENOENT):  # not a mount point / gone
             return
         raise OSError(e, f"umount {target}: {os.strerror(e)}")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(libc().setns(fd, nstype), "setns")
+    _check(_libc.setns(fd, nstype), "setns")
 
 
 def unshare(flags: int) -> None:
-    _check(libc().unshare(flags), "unshare")
+    _check(_libc.unshare(flags), "unshare")
 
 
 def is_mountpoint(path: str) -> bool:

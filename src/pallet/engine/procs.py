@@ -50,4 +50,4 @@ def trace(event: str) -> None:
         import time
 
         with open(_TRACE, "a") as f:
-            f.write(f"{time.monotonic():.4f} {os.getpid()} {event}\n")
+            f.write(f"{time.monotonic():.4f} {os.getpid()} {event} cpu={time.process_time() * 1000:.1f}\n")

@@ -2,19 +2,21 @@
 
 ``setns(CLONE_NEWNET)`` changes only the calling thread, so the library opens a netlink socket
 inside a container's namespace by stepping in and straight back out; the socket stays bound to
-the namespace it was created in. Python 3.11 has no ``os.setns``/``os.unshare``, hence ctypes.
+the namespace it was created in. Python 3.11 has no ``os.setns``/``os.unshare``, hence
+:mod:`pallet.libc`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from pallet.errors import NetworkError
+from pallet.libc import get_errno
+from pallet.libc import libc as _libc
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -22,12 +24,10 @@ MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 def _check(rc: int, what: str) -> None:
     if rc != 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
@@ -103,7 +103,7 @@ def remove(path: str | os.PathLike[str]) -> None:
     """Unpin and delete a namespace made by :func:`create`; missing is fine."""
     path = Path(path)
     if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise NetworkError(f"cannot unmount network namespace {path}: {os.strerror(err)}")
     with contextlib.suppress(FileNotFoundError):
@@ -124,7 +124,7 @@ def ensure_shared_dir(path: str | os.PathLike[str]) -> Path:
     target = os.fsencode(path)
     made = False
     while _libc.mount(b"none", target, None, MS_SHARED | MS_REC, None) != 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         if err != errno.EINVAL or made:
             raise NetworkError(f"cannot make {path} a shared mount: {os.strerror(err)}")
         # not a mount point yet: bind it onto itself first
@@ -143,7 +143,7 @@ def release_dir(path: str | os.PathLike[str]) -> bool:
     except FileNotFoundError:
         return False
     if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         if err in (errno.EINVAL, errno.ENOENT):
             return False
         raise NetworkError(f"cannot unmount {path}: {os.strerror(err)}")

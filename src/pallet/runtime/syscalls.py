@@ -1,10 +1,8 @@
 """A thin FFI layer over the Linux system calls the runtime needs and Python 3.11 lacks.
 
 Each wrapper raises OSError(errno) like the ``os`` module does, so callers can name the failing
-step. This module is on every container's start path, so it is built on ``_ctypes``, the C half
-of ctypes, with the four C types it needs: ``import ctypes`` costs ~3 ms per container (its
-Python half defines every C type and helper), ``_ctypes`` ~0.5 ms. The calls are the same
-foreign calls ctypes makes (ctypes' CDLL is these few lines around ``_ctypes``).
+step. This module is on every container's start path, so it is built on :mod:`pallet.libc`
+(``_ctypes``, not ``ctypes``: see there).
 """
 
 from __future__ import annotations
@@ -12,71 +10,11 @@ from __future__ import annotations
 import _ctypes
 import os
 
-
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
-
-
-class c_uint(_ctypes._SimpleCData):
-    _type_ = "I"
-
-
-class c_ushort(_ctypes._SimpleCData):
-    _type_ = "H"
-
-
-class c_long(_ctypes._SimpleCData):
-    _type_ = "l"
-
-
-class c_ulong(_ctypes._SimpleCData):
-    _type_ = "L"
-
-
-class c_char(_ctypes._SimpleCData):
-    _type_ = "c"
-
-
-c_size_t = c_ulong
-
-
-class _Libc:
-    """What a CFuncPtr needs of a library: its dlopen handle (the process's own symbols)."""
-
-    _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)
-
-
-class _CFunc(_ctypes.CFuncPtr):
-    """A libc function returning int, errno saved for get_errno() (CDLL(None, use_errno=True))."""
-
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_int
-
-
-class _CLongFunc(_ctypes.CFuncPtr):
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_long
-
-
-class _PyLongFunc(_ctypes.CFuncPtr):
-    """Like _CLongFunc but the GIL stays held across the call (ctypes' PyDLL)."""
-
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO | _ctypes.FUNCFLAG_PYTHONAPI
-    _restype_ = c_long
-
-
-class _LibcFuncs:
-    """``_libc.name``: libc's function ``name`` (looked up on first use)."""
-
-    def __getattr__(self, name: str) -> _CFunc:
-        f = _CFunc((name, _Libc))
-        setattr(self, name, f)
-        return f
-
-
-_libc = _LibcFuncs()
-_syscall = _CLongFunc(("syscall", _Libc))
-get_errno = _ctypes.get_errno
+from pallet.libc import Libc as _Libc
+from pallet.libc import PyLongFunc as _PyLongFunc
+from pallet.libc import c_char, c_int, c_long, c_size_t, c_uint, c_ulong, c_ushort, get_errno  # noqa: F401
+from pallet.libc import libc as _libc
+from pallet.libc import syscall as _syscall
 
 # x86_64 / aarch64 numbers of the calls glibc 2.36 may not wrap
 _MACHINE = os.uname().machine
@@ -161,7 +99,7 @@ def _u64s(*vals: int) -> bytes:
 
 def _check(ret: int, what: str = "") -> int:
     if ret < 0:
-        e = _ctypes.get_errno()
+        e = get_errno()
         raise OSError(e, os.strerror(e) + (f": {what}" if what else ""))
     return ret
 

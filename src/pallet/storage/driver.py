@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from pallet.content.digest import sha256_of
 from pallet.errors import NotFound, StorageError
 from pallet.fsutil import atomic_write, file_lock
 from pallet.records import dataclass, field, replace
@@ -97,7 +97,7 @@ def _now() -> str:
 
 
 def key_dir_name(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return sha256_of(key.encode()).hex()
 
 
 class Driver(ABC):

@@ -21,7 +21,6 @@ ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from pallet.content.digest import CHUNK, Digest, Hasher
+from pallet.content.digest import CHUNK, Digest, Hasher, sha256_of
 from pallet.context import Context
 from pallet.context import default as default_context
 from pallet.errors import ConfigError, DigestMismatch, NotFound, StorageError
@@ -92,7 +91,7 @@ def chain_id(parent: str | None, diff_id: str) -> str:
     Digest(diff_id)
     if not parent:
         return diff_id
-    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+    return "sha256:" + sha256_of(f"{parent} {diff_id}".encode()).hex()
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:

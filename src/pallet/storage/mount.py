@@ -8,7 +8,6 @@ and lets the engine hand the same mounts to a runtime in another mount namespace
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import time
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pallet.errors import StorageError
+from pallet.libc import c_int, c_ulong, get_errno, libc
 from pallet.records import dataclass, field
 
 MS_RDONLY = 0x1
@@ -23,11 +23,6 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 0x2
-
-# the C library already loaded in this process (ctypes.util.find_library would run ldconfig)
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -65,10 +60,10 @@ class Mount:
 
 
 def _sys_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    rc = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                     data.encode() if data else None)
+    rc = libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, c_ulong(flags),
+                    data.encode() if data else None)
     if rc != 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         raise OSError(err, os.strerror(err))
 
 
@@ -141,8 +136,8 @@ def _mount_overlay_relative(m: Mount, target: str, flags: int, data: str) -> Non
         code = 1
         try:
             os.chdir(base)
-            rc = _libc.mount(b"overlay", abs_target.encode(), b"overlay", flags, data.encode())
-            code = 0 if rc == 0 else min(ctypes.get_errno(), 255)
+            rc = libc.mount(b"overlay", abs_target.encode(), b"overlay", c_ulong(flags), data.encode())
+            code = 0 if rc == 0 else min(get_errno(), 255)
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -165,8 +160,8 @@ def _mount_fuse(m: Mount, target: str) -> None:
 
 
 def _umount(target: str, flags: int = 0) -> None:
-    if _libc.umount2(target.encode(), flags) != 0:
-        err = ctypes.get_errno()
+    if libc.umount2(target.encode(), c_int(flags)) != 0:
+        err = get_errno()
         raise OSError(err, os.strerror(err))
 
 

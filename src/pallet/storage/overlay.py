@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from pallet.content.digest import sha256_of
 from pallet.errors import StorageError
 from pallet.storage.driver import Driver, DriverOptions, Info, Kind
 from pallet.storage.mount import Mount
@@ -28,7 +28,7 @@ _PARAMS = Path("/sys/module/overlay/parameters")
 
 def link_name(name: str) -> str:
     """The short, stable link name of a committed snapshot."""
-    return base64.b32encode(hashlib.sha256(b"pallet-link:" + name.encode()).digest()).decode()[:26]
+    return base64.b32encode(sha256_of(b"pallet-link:" + name.encode())).decode()[:26]
 
 
 def _rw_options() -> tuple[str, ...]:
