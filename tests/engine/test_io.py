@@ -399,6 +399,12 @@ def test_commit_makes_a_runnable_image(pallet: Pallet) -> None:
         "echo gone; echo $KEPT $ADDED; cat /data/keep/../linked.txt",
     )
     assert out == "0\ngone\n1 2\nhardlinked\n"
+    # --change is parsed as import parses it (pallet.images.changes): a bad one makes no image
+    images_before = pallet.ok("images", "-q", "--no-trunc")
+    r = pallet("commit", "-c", "RUN make", "base", "mine:bad")
+    assert r.rc == 125 and "unknown instruction 'RUN'" in r.err and len(r.err.splitlines()) == 1, r
+    assert pallet.ok("images", "-q", "--no-trunc") == images_before
+    assert pallet("inspect", "mine:bad").rc != 0
 
 
 def test_export_gives_the_whole_filesystem(pallet: Pallet, tmp_path: Path) -> None:
