@@ -272,6 +272,12 @@ def test_cp_both_directions(pallet: Pallet, tmp_path: Path) -> None:
     assert r.rc == 125 and "cannot copy a directory to a file" in r.err
     r = pallet("cp", str(tmp_path / "renamed"), str(tmp_path / "x"))
     assert r.rc == 125
+    r = pallet("cp", "cp1:/etc/motd", str(tmp_path / "absent" / "x"))
+    assert r.rc == 125 and f"destination directory {tmp_path / 'absent'} does not exist" in r.err, r
+    r = pallet("cp", str(src / "sub" / "f"), "cp1:/absent/x")
+    assert r.rc == 125 and "destination directory /absent does not exist in the container" in r.err, r
+    r = pallet("cp", str(src / "sub" / "f"), "cp1:/absent/")
+    assert r.rc == 125 and "destination directory /absent/ does not exist in the container" in r.err, r
     # a tar stream on stdout and back in
     tar = subprocess.run(pallet.argv("cp", "cp1:/data/keep", "-"), env=pallet.env, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
