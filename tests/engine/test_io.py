@@ -40,6 +40,10 @@ def test_exec_options_and_exit_statuses(pallet: Pallet) -> None:
     assert r.rc == 127 and r.err.count("Error:") == 1
     r = pallet("exec", "ex", "/etc/motd")
     assert r.rc == 126
+    r = pallet("exec", "-d", "ex", "nope")
+    assert r.rc == 127 and r.err.count("Error:") == 1, r
+    r = pallet("exec", "-t", "ex", "nope")
+    assert r.rc == 127 and r.err.count("Error:") == 1, r
     assert pallet.ok("exec", "-i", "ex", "cat", input="piped\n") == "piped\n"
     assert pallet.ok("exec", "-d", "ex", "sh", "-c", "sleep 0.2; touch /tmp/detached") == ""
     deadline = time.monotonic() + 5
