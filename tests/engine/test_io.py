@@ -40,6 +40,10 @@ def test_exec_options_and_exit_statuses(pallet: Pallet) -> None:
     assert r.rc == 127 and r.err.count("Error:") == 1
     r = pallet("exec", "ex", "/etc/motd")
     assert r.rc == 126
+    r = pallet("exec", "-d", "ex", "nope")
+    assert r.rc == 127 and r.err.count("Error:") == 1, r
+    r = pallet("exec", "-t", "ex", "nope")
+    assert r.rc == 127 and r.err.count("Error:") == 1, r
     assert pallet.ok("exec", "-i", "ex", "cat", input="piped\n") == "piped\n"
     assert pallet.ok("exec", "-d", "ex", "sh", "-c", "sleep 0.2; touch /tmp/detached") == ""
     deadline = time.monotonic() + 5
@@ -272,6 +276,12 @@ def test_cp_both_directions(pallet: Pallet, tmp_path: Path) -> None:
     assert r.rc == 125 and "cannot copy a directory to a file" in r.err
     r = pallet("cp", str(tmp_path / "renamed"), str(tmp_path / "x"))
     assert r.rc == 125
+    r = pallet("cp", "cp1:/etc/motd", str(tmp_path / "absent" / "x"))
+    assert r.rc == 125 and f"destination directory {tmp_path / 'absent'} does not exist" in r.err, r
+    r = pallet("cp", str(src / "sub" / "f"), "cp1:/absent/x")
+    assert r.rc == 125 and "destination directory /absent does not exist in the container" in r.err, r
+    r = pallet("cp", str(src / "sub" / "f"), "cp1:/absent/")
+    assert r.rc == 125 and "destination directory /absent/ does not exist in the container" in r.err, r
     # a tar stream on stdout and back in
     tar = subprocess.run(pallet.argv("cp", "cp1:/data/keep", "-"), env=pallet.env, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
@@ -399,6 +409,12 @@ def test_commit_makes_a_runnable_image(pallet: Pallet) -> None:
         "echo gone; echo $KEPT $ADDED; cat /data/keep/../linked.txt",
     )
     assert out == "0\ngone\n1 2\nhardlinked\n"
+    # --change is parsed as import parses it (pallet.images.changes): a bad one makes no image
+    images_before = pallet.ok("images", "-q", "--no-trunc")
+    r = pallet("commit", "-c", "RUN make", "base", "mine:bad")
+    assert r.rc == 125 and "unknown instruction 'RUN'" in r.err and len(r.err.splitlines()) == 1, r
+    assert pallet.ok("images", "-q", "--no-trunc") == images_before
+    assert pallet("inspect", "mine:bad").rc != 0
 
 
 def test_export_gives_the_whole_filesystem(pallet: Pallet, tmp_path: Path) -> None:

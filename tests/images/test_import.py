@@ -20,7 +20,7 @@ from pallet import images
 from pallet.content import mediatypes as mt
 from pallet.context import Context
 from pallet.errors import UsageError
-from pallet.images.importer import apply_changes
+from pallet.images.changes import apply_changes
 from pallet.store import Store
 from tests.images.conftest import pallet
 
@@ -216,6 +216,18 @@ def test_change_parsing() -> None:
         "OnBuild": ["RUN x"],
     }
     assert json.dumps(apply_changes(['VOLUME ["/a", "/b"]'])) == '{"Volumes": {"/a": {}, "/b": {}}}'
-    for bad in ("EXPOSE http", "ENV", "LABEL novalue", "USER ", "FROM x"):
+    # docker's parseMaybeJSONToList: what is not a JSON array of strings is a list of words
+    assert apply_changes(["VOLUME [/a /b"]) == {"Volumes": {"[/a": {}, "/b": {}}}
+    assert apply_changes(["CMD=[\"a\"]", "expose 80 53/udp"]) == {
+        "Cmd": ["a"],
+        "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+    }
+    base = {"Env": ["A=1"], "Labels": {"l": "1"}}
+    assert apply_changes(["ENV B=2", "LABEL m=2"], base) == {
+        "Env": ["A=1", "B=2"],
+        "Labels": {"l": "1", "m": "2"},
+    }
+    assert base == {"Env": ["A=1"], "Labels": {"l": "1"}}, "the base config is not changed in place"
+    for bad in ("EXPOSE http", "ENV", "LABEL novalue", "USER ", "FROM x", "VOLUME", "VOLUME []"):
         with pytest.raises(UsageError):
             apply_changes([bad])

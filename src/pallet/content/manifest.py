@@ -7,7 +7,7 @@ that stores or pushes a manifest uses ``raw``, never a re-serialisation.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from pallet.content import mediatypes as mt
@@ -78,13 +78,13 @@ class Descriptor:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """An OCI image manifest or a Docker schema2 manifest."""
+class _Document:
+    """What manifests and indexes share: their exact bytes (their identity), their media type,
+    and the annotations, subject (referrers API) and artifact type either may carry."""
 
     raw: bytes
     media_type: str
-    config: Descriptor
-    layers: tuple[Descriptor, ...]
+    _: KW_ONLY
     annotations: dict[str, str] = field(default_factory=dict)
     subject: Descriptor | None = None
     artifact_type: str = ""
@@ -92,6 +92,14 @@ class Manifest:
     @property
     def digest(self) -> Digest:
         return Digest.of(self.raw)
+
+
+@dataclass(frozen=True)
+class Manifest(_Document):
+    """An OCI image manifest or a Docker schema2 manifest."""
+
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
 
     @property
     def is_index(self) -> bool:
@@ -99,19 +107,10 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Document):
     """An OCI image index or a Docker manifest list."""
 
-    raw: bytes
-    media_type: str
     manifests: tuple[Descriptor, ...]
-    annotations: dict[str, str] = field(default_factory=dict)
-    subject: Descriptor | None = None
-    artifact_type: str = ""
-
-    @property
-    def digest(self) -> Digest:
-        return Digest.of(self.raw)
 
     @property
     def is_index(self) -> bool:

@@ -151,6 +151,41 @@ def _in_child(
     return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
 
 
+def _run_beside(
+    ctx: Context,
+    c: Container,
+    enter: Callable[[], None],
+    work: Callable[[], None],
+    host_side: Callable[[], None],
+    child_end: int,
+) -> tuple[int, str, BaseException | None]:
+    """Run ``work`` in a child inside the container view while ``host_side`` handles this
+    process's end of the data pipe in a thread (the child blocks on a full pipe until it is
+    drained, so both must run at once); then unmount a stopped container's rootfs again.
+
+    ``child_end``: the child's end of the pipe, closed here after the fork. Returns the child's
+    exit status, its error text and what ``host_side`` raised (None if nothing)."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            host_side()
+        except BaseException as e:
+            raised.append(e)
+
+    t = threading.Thread(target=guarded)
+    try:
+        t.start()
+        status, err = _in_child(enter, work, close_in_parent=(child_end,))
+        t.join()
+    finally:
+        if c.status not in ("running", "paused"):
+            _done_with(ctx, c)
+    return status, err, raised[0] if raised else None
+
+
 # -- tar helpers --------------------------------------------------------------------------------------
 
 
@@ -160,6 +195,20 @@ def _split_trailing(path: str) -> tuple[str, bool, bool]:
     trailing = path.endswith("/") or contents
     clean = os.path.normpath(path) if path else "."
     return clean, contents, trailing
+
+
+def _destination(
+    dest_clean: str, base: str, contents: bool, where: str = ""
+) -> tuple[str, tuple[str, str] | None]:
+    """Where to extract and how to rebase the top entry ``base``, as docker's archive.CopyTo does:
+    into an existing directory (only its contents for a ``/.`` source), else under the name of the
+    destination's last component in its parent directory, which must exist."""
+    if os.path.isdir(dest_clean):
+        return dest_clean, ((base, ".") if contents else None)
+    parent = os.path.dirname(os.path.abspath(dest_clean))
+    if not os.path.lexists(dest_clean) and not os.path.isdir(parent):
+        raise CopyError(f"destination directory {parent} does not exist{where}")
+    return parent, (base, os.path.basename(dest_clean))
 
 
 def _write_tar(out: IO[bytes], src: str, arc_top: str, *, follow_link: bool) -> None:
@@ -249,27 +298,9 @@ def copy_from(
     c = C.get(ref, ctx)
     src_clean, src_contents, _ = _split_trailing(src_path if src_path.startswith("/") else "/" + src_path)
     base = os.path.basename(src_clean) or "."
-    if dest == "-":
-        plan = ("-", None)
-    else:
-        dest_clean, _, dest_trailing = _split_trailing(dest)
-        if os.path.isdir(dest_clean):
-            target_dir = dest_clean
-            rebase = (base, ".") if src_contents else None
-        elif os.path.lexists(dest_clean):
-            target_dir, rebase = (
-                os.path.dirname(os.path.abspath(dest_clean)),
-                (base, os.path.basename(dest_clean)),
-            )
-        else:
-            if dest_trailing:
-                # only an error if the source is a file; decided when we see the first entry
-                pass
-            parent = os.path.dirname(os.path.abspath(dest_clean))
-            if not os.path.isdir(parent):
-                raise CopyError(f"destination directory {parent} does not exist")
-            target_dir, rebase = parent, (base, os.path.basename(dest_clean))
-        plan = (target_dir, rebase)
+    # None: a tar stream on ``out``. Whether the source may go to the destination depends on its
+    # kind: decided in parent_side when the first tar entry shows it
+    plan = None if dest == "-" else _destination(_split_trailing(dest)[0], base, src_contents)
 
     r, w = os.pipe()
     enter = _enter(ctx, c, with_mounts=True)
@@ -284,46 +315,30 @@ def copy_from(
                 raise CopyError(f"{src_path}: not a directory")
             _write_tar(f, src_clean, base, follow_link=follow_link)
 
-    import threading
-
-    result: dict[str, Any] = {}
-
     def parent_side() -> None:
-        try:
-            with os.fdopen(r, "rb") as f:
-                if plan[0] == "-":
-                    target = out or sys.stdout.buffer
-                    shutil.copyfileobj(f, target)
-                    target.flush()
-                    return
-                target_dir, rebase = plan
-                peek = _Peek(f)
-                first = peek.first_header()
-                if first is None:
-                    return
-                dest_clean = os.path.normpath(dest)
-                src_is_dir = first["isdir"]
-                if os.path.lexists(dest_clean) and not os.path.isdir(dest_clean) and src_is_dir:
-                    raise CopyError(f"cannot copy a directory to a file: {dest}")
-                if not os.path.lexists(dest_clean) and dest.endswith("/") and not src_is_dir:
-                    raise CopyError(f"destination directory {dest} does not exist")
-                _extract(peek, target_dir, rebase=rebase, archive=archive, uid=os.getuid(), gid=os.getgid())
-        except BaseException as e:
-            result["error"] = e
+        with os.fdopen(r, "rb") as f:
+            if plan is None:
+                target = out or sys.stdout.buffer
+                shutil.copyfileobj(f, target)
+                target.flush()
+                return
+            target_dir, rebase = plan
+            peek = _Peek(f)
+            first = peek.first_header()
+            if first is None:
+                return
+            dest_clean = os.path.normpath(dest)
+            src_is_dir = first["isdir"]
+            if os.path.lexists(dest_clean) and not os.path.isdir(dest_clean) and src_is_dir:
+                raise CopyError(f"cannot copy a directory to a file: {dest}")
+            if not os.path.lexists(dest_clean) and dest.endswith("/") and not src_is_dir:
+                raise CopyError(f"destination directory {dest} does not exist")
+            _extract(peek, target_dir, rebase=rebase, archive=archive, uid=os.getuid(), gid=os.getgid())
 
-    # read in a thread: the child blocks on a full pipe until we drain it
-    t = threading.Thread(target=parent_side)
-    try:
-        t.start()
-        status, err = _in_child(enter, work, close_in_parent=(w,))
-        t.join()
-    finally:
-        if c.status not in ("running", "paused"):
-            _done_with(ctx, c)
+    status, err, e = _run_beside(ctx, c, enter, work, parent_side, child_end=w)
     if status != 0:
         raise CopyError(err or f"copying from {c.name} failed")
-    if "error" in result:
-        e = result["error"]
+    if e is not None:
         raise e if isinstance(e, EngineError | UsageError) else CopyError(str(e))
 
 
@@ -410,50 +425,25 @@ def copy_to(
                 _extract(f, dest_clean, rebase=None, archive=True, uid=0, gid=0)
                 return
             assert base is not None
-            if os.path.isdir(dest_clean):
-                target_dir = dest_clean
-                rebase = (base, ".") if contents else None
-            elif os.path.lexists(dest_clean):
-                if src_is_dir:
-                    raise CopyError(f"cannot copy a directory to a file: {dest_path}")
-                target_dir, rebase = os.path.dirname(dest_clean), (base, os.path.basename(dest_clean))
-            else:
-                if dest_trailing and not src_is_dir:
-                    raise CopyError(f"destination directory {dest_path} does not exist in the container")
-                parent = os.path.dirname(dest_clean)
-                if not os.path.isdir(parent):
-                    raise CopyError(f"destination directory {parent} does not exist in the container")
-                target_dir, rebase = parent, (base, os.path.basename(dest_clean))
+            if os.path.lexists(dest_clean) and not os.path.isdir(dest_clean) and src_is_dir:
+                raise CopyError(f"cannot copy a directory to a file: {dest_path}")
+            if not os.path.lexists(dest_clean) and dest_trailing and not src_is_dir:
+                raise CopyError(f"destination directory {dest_path} does not exist in the container")
+            target_dir, rebase = _destination(dest_clean, base, contents, " in the container")
             _extract(f, target_dir, rebase=rebase, archive=archive, uid=0, gid=0)
 
-    import threading
-
-    errors: list[BaseException] = []
-
     def feed() -> None:
-        try:
-            with os.fdopen(w, "wb") as f:
-                if src == "-":
-                    shutil.copyfileobj(stdin or sys.stdin.buffer, f)
-                else:
-                    _write_tar(f, src_clean, base or ".", follow_link=follow_link)
-        except BrokenPipeError:
-            pass
-        except BaseException as e:
-            errors.append(e)
+        with os.fdopen(w, "wb") as f:
+            if src == "-":
+                shutil.copyfileobj(stdin or sys.stdin.buffer, f)
+            else:
+                _write_tar(f, src_clean, base or ".", follow_link=follow_link)
 
-    t = threading.Thread(target=feed)
-    try:
-        t.start()
-        status, err = _in_child(enter, work, close_in_parent=(r,))
-        t.join()
-    finally:
-        if c.status not in ("running", "paused"):
-            _done_with(ctx, c)
+    status, err, e = _run_beside(ctx, c, enter, work, feed, child_end=r)
     if status != 0:
         raise CopyError(err or f"copying into {c.name} failed")
-    if errors:
-        raise CopyError(str(errors[0]))
+    if e is not None and not isinstance(e, BrokenPipeError):  # the child stopped reading: its status says why
+        raise CopyError(str(e))
 
 
 # -- export -------------------------------------------------------------------------------------------
@@ -490,31 +480,17 @@ def export(ref: str, out: IO[bytes], ctx: Context | None = None) -> None:
                     else:
                         tf.addfile(ti)
 
-    import threading
-
-    errors: list[BaseException] = []
-
     def drain() -> None:
-        try:
-            with os.fdopen(r, "rb") as f:
-                shutil.copyfileobj(f, out)
-        except BaseException as e:
-            errors.append(e)
+        with os.fdopen(r, "rb") as f:
+            shutil.copyfileobj(f, out)
 
-    t = threading.Thread(target=drain)
-    try:
-        t.start()
-        status, err = _in_child(enter, work, close_in_parent=(w,))
-        t.join()
-    finally:
-        if c.status not in ("running", "paused"):
-            _done_with(ctx, c)
-    if errors and isinstance(errors[0], BrokenPipeError):
-        raise errors[0]  # the reader went away (export | head): not an error of ours
+    status, err, e = _run_beside(ctx, c, enter, work, drain, child_end=w)
+    if isinstance(e, BrokenPipeError):
+        raise e  # the reader went away (export | head): not an error of ours
     if status != 0:
         raise EngineError(err or f"exporting {c.name} failed")
-    if errors:
-        raise EngineError(f"writing the export of {c.name} failed: {errors[0]}")
+    if e is not None:
+        raise EngineError(f"writing the export of {c.name} failed: {e}")
 
 
 def _json(obj: Any) -> str:

@@ -24,7 +24,7 @@ from pallet.engine import security, users
 from pallet.engine.errors import ContainerStateError
 from pallet.engine.options import expand_env, merge_env, parse_env_file
 from pallet.engine.runtime import classify, last_error
-from pallet.errors import UsageError
+from pallet.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
     from pallet.context import Context
@@ -104,7 +104,7 @@ def exec_(
                 stderr=subprocess.PIPE,
             )
             if res.returncode != 0:
-                raise classify(last_error(log) or res.stderr.decode(errors="replace").strip())
+                raise _failed(log, res.stderr)
             return None
         if tty:
             return _exec_tty(
@@ -132,6 +132,12 @@ def exec_(
             os.unlink(pfile)
         with contextlib.suppress(OSError):
             os.unlink(log)
+
+
+def _failed(log: str, stderr: bytes) -> EngineError:
+    """A failed ``runtime exec`` as docker reports it: the runtime's own error from its JSON log,
+    else what it wrote to stderr."""
+    return classify(last_error(log) or stderr.decode("utf-8", "replace").strip())
 
 
 def _subreaper() -> None:
@@ -196,7 +202,7 @@ def _exec_pipes(
         with contextlib.suppress(OSError):
             data = os.read(err_r, 65536)
         os.close(err_r)
-        raise classify(last_error(log) or data.decode("utf-8", "replace").strip())
+        raise _failed(log, data)
     try:
         with open(pid_path) as f:
             pid = int(f.read().strip())
@@ -284,7 +290,7 @@ def _exec_tty(
             pass_fds=(dfd,) if dfd >= 0 else (),
         )
         if res.returncode != 0:
-            raise classify(last_error(log) or res.stderr.decode(errors="replace").strip())
+            raise _failed(log, res.stderr)
         listener.settimeout(10)
         conn, _ = listener.accept()
         with conn:

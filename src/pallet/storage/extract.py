@@ -632,19 +632,9 @@ class Applier:
         fd, real = hit
         for j in range(i, len(comps)):
             c = comps[j]
-            try:
-                nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                nfd = self._mkdir_implicit(fd, c, _join(real, c), e)
-            except OSError as err:
-                if err.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                st = os.stat(c, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    return self._resolve_slow(comps, e, create=create)
-                nfd = self._through_non_dir(fd, c, st, e, create)
+            nfd = self._open_dir(fd, c, real, e, create)
+            if nfd < 0:  # a symlink: expanded on the slow path
+                return self._resolve_slow(comps, e, create=create)
             real = _join(real, c)
             if self.mode == NAIVE and real not in self.created:
                 self._note_lower_dir(nfd, real)
@@ -653,6 +643,24 @@ class Applier:
         if len(cache) > _CACHE_LIMIT:
             self._invalidate(keep=key)
         return fd, real
+
+    def _open_dir(self, fd: int, c: bytes, real: bytes, e: ts.Entry, create: bool) -> int:
+        """One step of path resolution: directory ``c`` under ``fd`` (at ``real``), opened, made
+        (when missing and ``create``) or got past as ``_through_non_dir`` decides; -1 when it
+        is a symlink, which the caller resolves."""
+        try:
+            return os.open(c, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            return self._mkdir_implicit(fd, c, _join(real, c), e)
+        except OSError as err:
+            if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = os.stat(c, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return -1
+            return self._through_non_dir(fd, c, st, e, create)
 
     def _resolve_slow(self, comps: list[bytes], e: ts.Entry, *, create: bool) -> tuple[int, bytes]:
         """Component-wise resolution with symlinks expanded inside the root (securejoin)."""
@@ -669,28 +677,18 @@ class Applier:
                         os.close(stack.pop()[0])
                     continue
                 fd, real = stack[-1]
-                try:
-                    nfd = os.open(c, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    nfd = self._mkdir_implicit(fd, c, _join(real, c), e)
-                except OSError as err:
-                    if err.errno not in (errno.ELOOP, errno.ENOTDIR):
-                        raise
-                    st = os.stat(c, dir_fd=fd, follow_symlinks=False)
-                    if stat.S_ISLNK(st.st_mode):
-                        links += 1
-                        if links > _MAX_LINKS:
-                            raise UnsafePathError(f"{self.what}: entry {e.display!r}: too many levels "
-                                                  "of symbolic links") from None
-                        target = os.readlink(c, dir_fd=fd)
-                        if target.startswith(b"/"):
-                            while len(stack) > 1:
-                                os.close(stack.pop()[0])
-                        pending.extend(reversed(target.split(b"/")))
-                        continue
-                    nfd = self._through_non_dir(fd, c, st, e, create)
+                nfd = self._open_dir(fd, c, real, e, create)
+                if nfd < 0:  # a symlink: its target's components are resolved in its place
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise UnsafePathError(f"{self.what}: entry {e.display!r}: too many levels "
+                                              "of symbolic links")
+                    target = os.readlink(c, dir_fd=fd)
+                    if target.startswith(b"/"):
+                        while len(stack) > 1:
+                            os.close(stack.pop()[0])
+                    pending.extend(reversed(target.split(b"/")))
+                    continue
                 stack.append((nfd, _join(real, c)))
         except BaseException:
             for fd, _ in stack[1:]:

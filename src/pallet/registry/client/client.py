@@ -551,18 +551,7 @@ class RegistryClient:
 
     def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete a manifest by digest (registries refuse deletes by tag)."""
-        Digest(digest)
-        what = f"deleting manifest {digest} of {self.registry}/{repo}"
-        resp = self._request(
-            "DELETE",
-            f"{self._repo_path(repo)}/manifests/{digest}",
-            what=what,
-            repo=repo,
-            scopes=[repository_scope(repo, "delete"), repository_scope(repo, "pull", "push")],
-        )
-        if resp.status_code not in (200, 202):
-            raise self._fail(resp, what)
-        resp.close()
+        self._delete(repo, "manifest", digest)
 
     def resolve_image(
         self, repo: str, reference: str, platform: Platform | str | None = None
@@ -645,11 +634,15 @@ class RegistryClient:
         raise self._fail(resp, what)
 
     def delete_blob(self, repo: str, digest: str) -> None:
+        self._delete(repo, "blob", digest)
+
+    def _delete(self, repo: str, kind: str, digest: str) -> None:
+        """``DELETE /v2/<repo>/<kind>s/<digest>`` (kind: manifest or blob), by digest only."""
         Digest(digest)
-        what = f"deleting blob {digest} of {self.registry}/{repo}"
+        what = f"deleting {kind} {digest} of {self.registry}/{repo}"
         resp = self._request(
             "DELETE",
-            f"{self._repo_path(repo)}/blobs/{digest}",
+            f"{self._repo_path(repo)}/{kind}s/{digest}",
             what=what,
             repo=repo,
             scopes=[repository_scope(repo, "delete"), repository_scope(repo, "pull", "push")],
