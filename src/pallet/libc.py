@@ -78,3 +78,28 @@ class LibcFuncs:
 libc = LibcFuncs()
 syscall = CLongFunc(("syscall", Libc))
 get_errno = _ctypes.get_errno
+
+
+
+def set_process_title(title: str) -> None:
+    """Show this process as ``title`` in ps and top (a monitor forked from ``pallet run`` would
+    otherwise keep the CLI's command line and look like a CLI that never ended).
+
+    comm through PR_SET_NAME; the command line by overwriting the original argument area in
+    place through /proc/self/mem, as the setproctitle package does (whose package imports
+    logging: 14 ms and a megabyte in every monitor; PR_SET_MM would need CAP_SYS_RESOURCE).
+    CPython keeps its own copy of argv, so nothing in the interpreter changes. Best effort."""
+    data = title.encode()
+    libc.prctl(c_int(15), data[:15] + b"\0", c_ulong(0), c_ulong(0), c_ulong(0))  # PR_SET_NAME
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (stat fields 48, 49)
+        if end <= start:
+            return
+        room = end - start
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(data[: room - 1].ljust(room, b"\0"))
+    except (OSError, ValueError, IndexError):
+        pass

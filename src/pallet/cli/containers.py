@@ -307,16 +307,21 @@ def _each(refs: list[str], fn, *, quiet: bool = False) -> int:
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     import socket
 
-    from pallet.engine.monitor import Launch
+    from pallet.engine.monitor import Launch, take_preforked
     from pallet.engine.procs import trace
 
     trace("cli: parsed")
-    # start the monitor's interpreter first: it boots while the engine is imported and the
-    # container created and prepared
+    # the monitor first: main() forked it before the command line was even parsed (or, called
+    # as a library, its interpreter boots now), while the engine is imported and the container
+    # created and prepared
     ours = theirs = None
     if not args.detach:
         ours, theirs = socket.socketpair()
-    launch = Launch(theirs)
+    launch = take_preforked()
+    if launch is None:
+        launch = Launch(theirs)
+    elif theirs is not None:
+        launch.give_client(theirs)
     if theirs is not None:
         theirs.close()
     from pallet.engine import containers
@@ -354,11 +359,9 @@ def _exit_now(code: int) -> int:
     """In the ``pallet`` process itself, exit without tearing the interpreter down (that costs
     ~10-30 ms of freeing everything ``run`` imported, on the benchmarked path); when called as a
     library (tests, embedding), just return the status."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if (spec is not None and spec.name == "pallet.cli.main") or os.path.basename(
-        getattr(main, "__file__", "") or ""
-    ) == "pallet":
+    from pallet.cli.main import is_entry_process
+
+    if is_entry_process():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -171,9 +171,38 @@ def _available(verbs: list[str]) -> list[str]:
     return out
 
 
+def is_entry_process() -> bool:
+    """Is this process the ``pallet`` command itself (not a library caller such as a test)?"""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "pallet.cli.main":
+        return True
+    return os.path.basename(getattr(main, "__file__", "") or "") == "pallet"
+
+
+def _prefork_monitor(argv: list[str]) -> None:
+    """``pallet run``: fork the container's monitor before anything else is imported (it then
+    needs no interpreter of its own; see pallet.engine.monitor.Launch). Not for ``--help``."""
+    if "-h" in argv or "--help" in argv:
+        return
+    from pallet.engine import monitor
+
+    runtime = ""  # the default: pallet-runtime, when installed
+    for i, a in enumerate(argv):
+        if a == "--runtime" and i + 1 < len(argv):
+            runtime = argv[i + 1]
+        elif a.startswith("--runtime="):
+            runtime = a.partition("=")[2]
+        elif a == "run":
+            break
+    monitor.prefork(preload=runtime in ("", "pallet-runtime"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verb = _find_verb(argv)
+    if verb == "run" and is_entry_process():
+        _prefork_monitor(argv)
     try:
         if verb in COMMANDS:
             verbs = [verb] if _available([verb]) else []

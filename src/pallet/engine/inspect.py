@@ -28,7 +28,7 @@ def docker_status(c: Container) -> str:
 def _parse(ts: str) -> datetime | None:
     if not ts:
         return None
-    from pallet.cli.render import parse_time
+    from pallet.timefmt import parse_time
 
     with contextlib.suppress(ValueError):
         return parse_time(ts)
@@ -37,7 +37,7 @@ def _parse(ts: str) -> datetime | None:
 
 def status_text(c: Container, now: datetime | None = None) -> str:
     """ps's STATUS column: "Up 3 seconds (healthy)", "Exited (0) 2 minutes ago" ..."""
-    from pallet.cli.render import human_duration
+    from pallet.timefmt import human_duration
 
     now = now or datetime.now(UTC)
     st = docker_status(c)

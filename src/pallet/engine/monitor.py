@@ -150,11 +150,17 @@ class Launch:
     orphaned when ``RUNTIME run --detach`` exits, becomes its child.
     """
 
-    def __init__(self, client: socket.socket | None = None) -> None:
+    def __init__(
+        self, client: socket.socket | None = None, *, fork_only: bool = False, preload: bool = False
+    ) -> None:
         state = sys.modules.get("pallet.engine.state")
         if state is not None:
             state.close_all()  # SQLite connections must not cross fork()
         self.ctl, theirs = socket.socketpair()
+        self.client_fd = -1  # an attach client handed over with the container (SCM_RIGHTS)
+        if fork_only:
+            self._fork_serve(theirs, preload)
+            return
         paths = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), *sys.path]
         argv = [
             sys.executable,
@@ -191,10 +197,51 @@ class Launch:
         os.waitpid(pid, 0)
         trace("monitor launched")
 
+    def _fork_serve(self, theirs: socket.socket, preload: bool) -> None:
+        """The monitor as a fork of this process, which must still be lean (``pallet run`` right
+        after its command line is read: the monitor's own modules and argparse, nothing of the
+        engine): no interpreter to start and no modules to import again, so the monitor is
+        ready within a millisecond while the CLI imports the engine, with about the memory of
+        an exec'd one. ``preload``: the container will most likely run on this installation's
+        pallet-runtime, which the monitor forks rather than executes (:func:`spawn_runtime`):
+        import its modules while the CLI prepares the container, not on the container's path."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked child
+            code = 127
+            try:
+                os.setsid()
+                if os.fork() != 0:
+                    os._exit(0)
+                from pallet.libc import libc
+
+                libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+                self.ctl.close()
+                serve(theirs.detach(), -1, preload=preload)  # never returns
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    __import__("traceback").print_exc()
+                    sys.stderr.flush()
+            os._exit(code)
+        theirs.close()
+        os.waitpid(pid, 0)
+        trace("monitor forked")
+
+    def give_client(self, client: socket.socket) -> None:
+        """Hand ``client`` (the attach socket of ``run``) to the monitor with the container."""
+        self.client_fd = os.dup(client.fileno())
+
     def start(self, cfg: MonitorConfig) -> dict[str, Any]:
         """Give the monitor its container; returns {"pid", "monitor_pid"} or {"error", "exit_code"}."""
         try:
-            self.ctl.sendall(json.dumps(cfg.to_dict()).encode() + b"\n")
+            payload = json.dumps(cfg.to_dict()).encode() + b"\n"
+            if self.client_fd >= 0:
+                sent = socket.send_fds(self.ctl, [payload], [self.client_fd])
+                os.close(self.client_fd)
+                self.client_fd = -1
+                payload = payload[sent:]
+            self.ctl.sendall(payload)
             chunks = []
             while True:
                 b = self.ctl.recv(65536)
@@ -216,6 +263,32 @@ class Launch:
     def close(self) -> None:
         """Without a container (create failed), the monitor sees EOF and exits."""
         self.ctl.close()
+        if self.client_fd >= 0:
+            os.close(self.client_fd)
+            self.client_fd = -1
+
+
+_preforked: Launch | None = None
+
+
+def prefork(preload: bool = False) -> None:
+    """Fork ``pallet run``'s monitor now, while the CLI is still lean (see :meth:`Launch._fork_serve`);
+    :func:`take_preforked` hands it to the run."""
+    global _preforked
+    _preforked = Launch(fork_only=True, preload=preload)
+
+
+def _preload_runtime() -> None:
+    """What a forked pallet-runtime imports for ``run --detach`` and ``delete`` (~5 ms, 1 MB)."""
+    with contextlib.suppress(ImportError):
+        from pallet.runtime import cli  # noqa: F401
+        from pallet.runtime.lifecycle import create, delete, run, start  # noqa: F401
+
+
+def take_preforked() -> Launch | None:
+    global _preforked
+    launch, _preforked = _preforked, None
+    return launch
 
 
 def spawn(cfg: MonitorConfig, client: socket.socket | None = None) -> dict[str, Any]:
@@ -226,21 +299,28 @@ def spawn(cfg: MonitorConfig, client: socket.socket | None = None) -> dict[str, 
 # -- the monitor ----------------------------------------------------------------------------------
 
 
-def serve(ctl_fd: int, client_fd: int) -> None:
+def serve(ctl_fd: int, client_fd: int, preload: bool = False) -> None:
     """Entry point of the monitor's own interpreter: wait for the container, then monitor it."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # "re-read your state": harmless until we have one
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)  # never hold the CLI's stdout: `pallet run -d x | cat` must see EOF
+    if preload:
+        _preload_runtime()
     ctl = socket.socket(fileno=ctl_fd)
     os.set_inheritable(ctl_fd, False)
     buf = b""
     while not buf.endswith(b"\n"):
-        chunk = ctl.recv(65536)
+        chunk, fds, _flags, _addr = socket.recv_fds(ctl, 65536, 1)
+        if fds:
+            client_fd = fds[0]  # the attach client, handed over with the container
         if not chunk:
             os._exit(0)  # the CLI gave up (create failed)
         buf += chunk
     cfg = MonitorConfig(**json.loads(buf))
+    from pallet.libc import set_process_title
+
+    set_process_title(f"pallet-monitor {cfg.container_id[:12]}")
     with open(os.path.join(cfg.bundle, "monitor.pid"), "w") as f:  # for reconciliation if the CLI dies
         f.write(f"{os.getpid()} {proc_start_time(os.getpid())}\n")
     logfd = os.open(os.path.join(cfg.bundle, "monitor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

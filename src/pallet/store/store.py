@@ -225,24 +225,12 @@ def chain_ids(diff_ids: Iterable[str]) -> list[Digest]:
 
 def parse_time(text: str) -> float:
     """RFC 3339 (any fraction digits) to epoch seconds; 0 when absent or unreadable."""
-    t = (text or "").strip()
-    if not t:
-        return 0.0
-    if t.endswith(("Z", "z")):
-        t = t[:-1] + "+00:00"
-    if "." in t:
-        head, _, rest = t.partition(".")
-        i = 0
-        while i < len(rest) and rest[i].isdigit():
-            i += 1
-        t = f"{head}.{(rest[:i] + '000000')[:6]}{rest[i:]}"
+    from pallet.timefmt import parse_time as parse
+
     try:
-        dt = datetime.fromisoformat(t)
+        return parse(text).timestamp() if text and text.strip() else 0.0
     except ValueError:
         return 0.0
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def now_rfc3339() -> str:
