@@ -109,3 +109,27 @@ def test_defining_records_imports_no_dataclasses() -> None:
             "a = records.replace(A(), x=2)\n"
             "assert a.x == 2 and 'dataclasses' not in sys.modules and 'typing' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_asdict_matches_dataclasses_without_importing_them() -> None:
+    """records.asdict gives dataclasses.asdict's result (deep: nested records in lists, tuples
+    and dicts; copies of mutable values) and imports nothing for records."""
+
+    def sample(impl: tuple) -> dict:
+        point, box, labeled = impl
+        return {"p": point(1, 2, ("a",)), "boxes": [box("in", [1, 2], {"k": "v"}),
+                                                    (labeled("out", [3], label="L"),)]}
+
+    std = sample(STD)
+    expected = {"p": dataclasses.asdict(std["p"]),
+                "boxes": [dataclasses.asdict(std["boxes"][0]), (dataclasses.asdict(std["boxes"][1][0]),)]}
+    assert records.asdict(sample(OURS)) == expected
+    box = OURS[1]("x", [1])
+    d = records.asdict(box)
+    d["items"].append(2)
+    assert box.items == [1], "a copy, not the record's own list"
+    code = ("import sys; from pallet import records\n"
+            "@records.dataclass\nclass A:\n    x: list = records.field(default_factory=list)\n"
+            "assert records.asdict(A([1])) == {'x': [1]}\n"
+            "assert 'dataclasses' not in sys.modules and 'copy' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

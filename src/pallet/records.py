@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["dataclass", "field", "fields", "replace"]
+__all__ = ["asdict", "dataclass", "field", "fields", "replace"]
 
 
 class _Missing:
@@ -246,3 +246,27 @@ def replace(obj: Any, /, **changes: Any) -> Any:
         if s.init and name not in changes:
             changes[name] = getattr(obj, name)
     return obj.__class__(**changes)
+
+
+def asdict(obj: Any) -> Any:
+    """As :func:`dataclasses.asdict` (records, dataclasses, lists, tuples and dicts of them, deep
+    copies); records need no dataclasses import."""
+    specs = getattr(type(obj), "__record_fields__", None)
+    if specs is not None:
+        return {name: asdict(getattr(obj, name)) for name in specs}
+    if hasattr(type(obj), "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    if isinstance(obj, list):
+        return [asdict(v) for v in obj]
+    if isinstance(obj, tuple):
+        items = [asdict(v) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    if isinstance(obj, dict):
+        return {asdict(k): asdict(v) for k, v in obj.items()}
+    if isinstance(obj, (str, int, float, bool, bytes, type(None))):
+        return obj
+    import copy
+
+    return copy.deepcopy(obj)

@@ -21,7 +21,6 @@ Importing this package is cheap; netlink (pyroute2) loads on the first call that
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from pallet.context import Context
 from pallet.context import default as _default_ctx
@@ -48,6 +47,10 @@ from pallet.network.types import (
     PortMapping,
     SetupResult,
 )
+
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DEFAULT_NETWORK",

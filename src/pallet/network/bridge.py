@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any
 
 from pallet.context import Context
 from pallet.fsutil import file_lock
@@ -42,8 +39,19 @@ from pallet.network.types import (
     check_alias,
     check_mac,
 )
+from pallet.records import dataclass, field
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
+
+
+
+def _log() -> Any:
+    """The module's logger, importing logging only when there is something to log (~5 ms)."""
+    import logging
+
+    return logging.getLogger(__name__)
 ROUTE_METRIC = 100
 
 
@@ -458,7 +466,7 @@ def _rollback(
         try:
             step(*args)
         except Exception as e:  # undo as much as possible; the original error is what surfaces
-            log.warning("rolling back the network setup of %s: %s", cid, e)
+            _log().warning("rolling back the network setup of %s: %s", cid, e)
 
     if undo.pending is not None:
         attempt(undo.pending.wait)
@@ -609,7 +617,7 @@ def _teardown_locked(
         except NetworkError as e:
             if firewall.table_exists(scope.table):
                 raise
-            log.debug("firewall table already gone: %s", e)
+            _log().debug("firewall table already gone: %s", e)
 
 
 def _our_bridges(nl: Netlink, scope: Scope) -> set[str]:

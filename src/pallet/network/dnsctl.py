@@ -18,12 +18,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from pallet.context import Context
 from pallet.network import store
 from pallet.network.errors import NetworkError
 from pallet.network.types import DNS_DOMAIN, Network
+
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 MODULE = "pallet.network.dnsserver"
 

@@ -30,10 +30,10 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from pallet.network.errors import FirewallError
 from pallet.network.types import Network, PortMapping
+from pallet.records import dataclass
 
 
 @dataclass(frozen=True)

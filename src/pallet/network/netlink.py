@@ -23,9 +23,12 @@ import struct
 import sys
 import types
 from collections.abc import Iterator
-from typing import Any
 
 from pallet.errors import NetworkError
+
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 NETLINK_ROUTE = 0
 NLM_F_REQUEST = 0x1

@@ -10,8 +10,9 @@ namespace (falling back to public resolvers only if none are left, as docker doe
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pallet.records import dataclass, field
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 FALLBACK_SERVERS = ["8.8.8.8", "8.8.4.4"]

@@ -21,20 +21,23 @@ is labelled (IFLA_IFALIAS ``pallet:<scope>:...``) so cleanup finds exactly its o
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from pallet.content.digest import sha256_of
 from pallet.context import Context
 from pallet.fsutil import atomic_write
 from pallet.network.errors import InvalidNetworkConfig, NetworkNotFound
 from pallet.network.types import Network, Subnet
+from pallet.records import dataclass
+
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ROOT = Path("/var/lib/pallet")
 #: the default network's preferred subnet (podman's is 10.88.0.0/16; docker's 172.17.0.0/16)
@@ -56,7 +59,7 @@ class Scope:
         root = Path(os.path.abspath(ctx.root))
         if root == DEFAULT_ROOT:
             return cls("")
-        return cls(hashlib.sha256(str(root).encode()).hexdigest()[:5])
+        return cls(sha256_of(str(root).encode()).hex()[:5])
 
     @property
     def table(self) -> str:
@@ -76,7 +79,7 @@ class Scope:
         return int(rest) if rest.isdigit() else None
 
     def veth_name(self, container_id: str, network: str) -> str:
-        digest = hashlib.sha256(f"{self.tag}\0{container_id}\0{network}".encode()).hexdigest()
+        digest = sha256_of(f"{self.tag}\0{container_id}\0{network}".encode()).hex()
         return f"veth{digest[:11]}"
 
 
@@ -231,7 +234,7 @@ def new_network(
     fixed_id: bool = False,
 ) -> Network:
     ident = (
-        hashlib.sha256(f"pallet network {name}".encode()).hexdigest() if fixed_id else os.urandom(32).hex()
+        sha256_of(f"pallet network {name}".encode()).hex() if fixed_id else os.urandom(32).hex()
     )
     return Network(
         name=name,

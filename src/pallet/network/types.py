@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pallet.network.errors import InvalidNetworkConfig
+from pallet.records import asdict, dataclass, field
+
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_NETWORK = "pallet"
 DNS_DOMAIN = "dns.pallet"
@@ -75,7 +78,7 @@ class Network:
     def from_dict(cls, d: dict[str, Any]) -> Network:
         d = dict(d)
         d["subnets"] = [Subnet(**s) for s in d.get("subnets", [])]
-        known = cls.__dataclass_fields__
+        known = cls.__record_fields__  # type: ignore[attr-defined]
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @property
