@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import subprocess
 import urllib.request
+from pathlib import Path
 
 from tests.network.conftest import Engine, Namespaces, free_subnet
 from tests.support import peers
@@ -230,3 +231,32 @@ def test_connect_and_disconnect_a_running_container(engine: Engine) -> None:
     engine.wait_listen("svc", 80)
     assert set(engine.inspect("svc")["NetworkSettings"]["Networks"]) == {"pallet", "back"}
     assert engine.ip("svc", "back") in engine.ok("exec", "svc", "ip", "-4", "-o", "addr")
+
+
+def test_run_sets_the_network_up_in_its_helper(engine: Engine, tmp_path) -> None:
+    """``pallet run`` on a bridge network forks a helper that imports the netlink code while the
+    CLI prepares the container, sets the network up, tears it down for ``--rm``, and is gone
+    when the CLI returns; with ``--network none`` there is none. A setup failure in the helper
+    reaches the CLI as the same error (one line, status 125) and leaves nothing behind."""
+    trace = tmp_path / "trace"
+    engine.env["PALLET_TRACE"] = str(trace)
+    try:
+        out = engine.ok("run", "--rm", "small", "sh", "-c", "ip -4 -o addr show eth0")
+        assert " inet 10." in out or " inet 172." in out, out
+        events = [line.split(" ", 2) for line in trace.read_text().splitlines()]
+        cli = next(pid for _, pid, what in events if what.startswith("cli: parsed"))
+        setup = {pid for _, pid, what in events if what.startswith("network: set up")}
+        teardown = {pid for _, pid, what in events if what.startswith("network: torn down")}
+        assert setup and cli not in setup and setup == teardown, events
+        assert not Path(f"/proc/{setup.pop()}").exists(), "the helper exited with the run"
+        trace.unlink()
+        engine.ok("run", "--rm", "--network", "none", "small", "true")
+        assert not any("network:" in line for line in trace.read_text().splitlines())
+    finally:
+        engine.env.pop("PALLET_TRACE", None)
+    port = peers.free_port()
+    engine.ok("run", "-d", "--name", "holder", "-p", f"{port}:80", "small", "sleep", "300")
+    r = engine.fails("run", "--rm", "-p", f"{port}:80", "small", "true", match="already published")
+    assert len(r.err.strip().splitlines()) == 1, r.err
+    engine.ok("rm", "-f", "holder")
+    assert engine.leaks() == []

@@ -196,6 +196,18 @@ def _prefork_monitor(argv: list[str]) -> None:
         elif a == "run":
             break
     monitor.prefork(preload=runtime in ("", "pallet-runtime"))
+    # a guess from the raw command line (the container's own arguments may fool it: then a
+    # helper goes unused, or the CLI sets the network up itself, as without one)
+    network = "bridge"
+    for i, a in enumerate(argv):
+        if a in ("--network", "--net") and i + 1 < len(argv):
+            network = argv[i + 1]
+        elif a.startswith(("--network=", "--net=")):
+            network = a.partition("=")[2]
+    if network.split(":", 1)[0] not in ("none", "host", "container", "ns", "private", "slirp4netns"):
+        from pallet.engine import networking
+
+        networking.prefork_helper()
 
 
 def main(argv: list[str] | None = None) -> int:
