@@ -362,6 +362,9 @@ def _exit_now(code: int) -> int:
     from pallet.cli.main import is_entry_process
 
     if is_entry_process():
+        networking = sys.modules.get("pallet.engine.networking")
+        if networking is not None:
+            networking.discard_helpers()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

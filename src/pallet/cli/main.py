@@ -181,33 +181,31 @@ def is_entry_process() -> bool:
 
 
 def _prefork_monitor(argv: list[str]) -> None:
-    """``pallet run``: fork the container's monitor before anything else is imported (it then
-    needs no interpreter of its own; see pallet.engine.monitor.Launch). Not for ``--help``."""
+    """``pallet run``: fork the container's monitor, and for a bridge network the network helper,
+    before anything else is imported (see pallet.engine.monitor.Launch and
+    pallet.engine.networking.Helper). Not for ``--help``. The options are guessed from the raw
+    command line (the container's own arguments may fool it: then a helper goes unused, or the
+    CLI sets the network up itself, or a monitor imports a runtime it will not call)."""
     if "-h" in argv or "--help" in argv:
         return
-    from pallet.engine import monitor
-
-    runtime = ""  # the default: pallet-runtime, when installed
+    network, runtime = "bridge", ""  # the defaults (pallet-runtime when installed)
     for i, a in enumerate(argv):
-        if a == "--runtime" and i + 1 < len(argv):
-            runtime = argv[i + 1]
-        elif a.startswith("--runtime="):
-            runtime = a.partition("=")[2]
-        elif a == "run":
-            break
-    monitor.prefork(preload=runtime in ("", "pallet-runtime"))
-    # a guess from the raw command line (the container's own arguments may fool it: then a
-    # helper goes unused, or the CLI sets the network up itself, as without one)
-    network = "bridge"
-    for i, a in enumerate(argv):
-        if a in ("--network", "--net") and i + 1 < len(argv):
-            network = argv[i + 1]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if a in ("--network", "--net"):
+            network = value
         elif a.startswith(("--network=", "--net=")):
             network = a.partition("=")[2]
+        elif a == "--runtime":
+            runtime = value
+        elif a.startswith("--runtime="):
+            runtime = a.partition("=")[2]
     if network.split(":", 1)[0] not in ("none", "host", "container", "ns", "private", "slirp4netns"):
         from pallet.engine import networking
 
-        networking.prefork_helper()
+        networking.prefork_helper()  # first: its imports are the longest (~35 ms of pyroute2)
+    from pallet.engine import monitor
+
+    monitor.prefork(preload=runtime in ("", "pallet-runtime"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    finally:
+        # `run`'s helpers must not outlive the command
+        networking = sys.modules.get("pallet.engine.networking")
+        if networking is not None:
+            networking.discard_helpers()
+        monitor = sys.modules.get("pallet.engine.monitor")
+        if monitor is not None:
+            monitor.discard_preforked()
 
 
 if __name__ == "__main__":

@@ -355,6 +355,7 @@ def _prepare(ctx: Context, c: Container, console_size: tuple[int, int] | None) -
     from pallet.engine import paths, users, volumes
     from pallet.fsutil import atomic_write
 
+    networking.start_begin(ctx, c)  # `run`'s helper sets the network up meanwhile
     src = image_source(ctx)
     img = src.lookup(c.image_id)
     if img is None:

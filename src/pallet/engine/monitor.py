@@ -218,6 +218,9 @@ class Launch:
 
                 libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
                 self.ctl.close()
+                networking = sys.modules.get("pallet.engine.networking")
+                if networking is not None:
+                    networking.forget_helper()  # `run`'s network helper is the CLI's alone
                 serve(theirs.detach(), -1, preload=preload)  # never returns
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -283,6 +286,22 @@ def _preload_runtime() -> None:
     with contextlib.suppress(ImportError):
         from pallet.runtime import cli  # noqa: F401
         from pallet.runtime.lifecycle import create, delete, run, start  # noqa: F401
+
+
+def discard_preforked() -> None:
+    """The command ends without having handed a container to its preforked monitor (``run``
+    failed early): tell the monitor (EOF) and wait until it is gone (its end of the socket closes
+    as it exits), so that no process of the command outlives it."""
+    launch = take_preforked()
+    if launch is None:
+        return
+    try:
+        launch.ctl.shutdown(socket.SHUT_WR)
+        launch.ctl.settimeout(5)
+        launch.ctl.recv(1)
+    except OSError:
+        pass
+    launch.close()
 
 
 def take_preforked() -> Launch | None:

@@ -310,13 +310,32 @@ def start(ctx: Context, c: Container) -> tuple[str | None, tuple[str, str, str] 
     from pallet.engine import containers
 
     files_dir = str(containers.container_dir(ctx, c.id))
-    helper = take_helper()
+    helper = _begun.pop(c.id, None) or take_helper()
     if helper is not None:
         try:
-            return helper.setup(ctx, c.id, c.name, c.config, files_dir)
+            if helper.cid != c.id:
+                helper.setup_begin(ctx, c.id, c.name, c.config, files_dir)
+            return helper.setup_end()
         except _HelperGone:
             pass  # it died: do it here (setup is idempotent: a left record is released first)
     return _setup(ctx, c.id, c.name, c.config, files_dir)
+
+
+def start_begin(ctx: Context, c: Container) -> None:
+    """Hand the container's network setup to ``pallet run``'s helper now, so that it overlaps
+    the preparation of the root filesystem; :func:`start` collects it."""
+    mode = c.config["HostConfig"].get("NetworkMode") or "none"
+    if mode.startswith("container:") or not networks_of(c) or _helper is None:
+        return
+    from pallet.engine import containers
+
+    helper = take_helper()
+    assert helper is not None
+    try:
+        helper.setup_begin(ctx, c.id, c.name, c.config, str(containers.container_dir(ctx, c.id)))
+    except _HelperGone:
+        return
+    _begun[c.id] = helper
 
 
 def _setup(
@@ -506,6 +525,7 @@ def release(ctx: Context, container_id: str) -> None:
 
 
 def _release(ctx: Context, container_id: str) -> None:
+    _begun.pop(container_id, None)
     helper = _helpers.pop(container_id, None)
     if helper is not None:
         try:
@@ -584,12 +604,21 @@ class Helper:
             finally:
                 os._exit(code)
         theirs.close()
+        self.cid = ""
+        self.pending = False
 
-    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, request: dict[str, Any]) -> None:
         import json
 
         try:
             self.sock.sendall(json.dumps(request).encode() + b"\n")
+        except OSError:
+            raise _HelperGone() from None
+
+    def _recv(self) -> dict[str, Any]:
+        import json
+
+        try:
             buf = b""
             while not buf.endswith(b"\n"):
                 chunk = self.sock.recv(65536)
@@ -603,18 +632,32 @@ class Helper:
             raise _unpack_error(reply)
         return reply
 
-    def setup(
-        self, ctx: Context, cid: str, name: str, config: dict[str, Any], files_dir: str
-    ) -> tuple[str, tuple[str, str, str]]:
-        reply = self._call({"op": "setup", "ctx": _ctx_dict(ctx), "cid": cid, "name": name,
-                            "config": config, "files_dir": files_dir})
+    def setup_begin(self, ctx: Context, cid: str, name: str, config: dict[str, Any], files_dir: str) -> None:
+        """Send the setup request; :meth:`setup_end` waits for its result. From then on the
+        container's teardown goes through this helper (:func:`_release`)."""
+        self._send({"op": "setup", "ctx": _ctx_dict(ctx), "cid": cid, "name": name, "config": config,
+                    "files_dir": files_dir})
+        self.cid, self.pending = cid, True
         _helpers[cid] = self
+
+    def setup_end(self) -> tuple[str, tuple[str, str, str]]:
+        self.pending = False
+        try:
+            reply = self._recv()
+        except BaseException:
+            _helpers.pop(self.cid, None)  # it released what it made; nothing to tear down
+            self.close()
+            raise
         a, b, c = reply["files"]
         return reply["pin"], (a, b, c)
 
     def teardown(self, ctx: Context, cid: str) -> None:
         try:
-            self._call({"op": "teardown", "ctx": _ctx_dict(ctx), "cid": cid})
+            if self.pending:  # the run failed while the setup was under way
+                with contextlib.suppress(Exception):
+                    self.setup_end()
+            self._send({"op": "teardown", "ctx": _ctx_dict(ctx), "cid": cid})
+            self._recv()
         finally:
             self.close()
 
@@ -625,13 +668,42 @@ class Helper:
 
 
 _helper: Helper | None = None
-_helpers: dict[str, Helper] = {}
+_helpers: dict[str, Helper] = {}  # container id -> the helper that set it up (for its teardown)
+_begun: dict[str, Helper] = {}  # container id -> a helper whose setup result is not collected yet
 
 
 def prefork_helper() -> None:
     """Fork the network helper now (``pallet run`` on a bridge network, see :class:`Helper`)."""
     global _helper
     _helper = Helper()
+
+
+def discard_helpers() -> None:
+    """The CLI is about to exit: a helper never asked for anything (the run failed before its
+    network was set up) is killed, an idle one (a detached container is set up) told to go; both
+    are waited for, so no process of the command outlives it."""
+    global _helper
+    if _helper is not None:
+        with contextlib.suppress(OSError):
+            os.kill(_helper.pid, 9)
+        _helper.close()
+        _helper = None
+    for h in {id(h): h for h in (*_helpers.values(), *_begun.values())}.values():
+        h.close()
+    _helpers.clear()
+    _begun.clear()
+
+
+def forget_helper() -> None:
+    """In a process forked from ``pallet run`` (its monitor): drop the helper's socket, which
+    only the CLI may use (a copy held open here would keep the helper from ever seeing EOF)."""
+    global _helper
+    for h in (_helper, *_helpers.values(), *_begun.values()):
+        if h is not None:
+            h.sock.close()
+    _helper = None
+    _helpers.clear()
+    _begun.clear()
 
 
 def take_helper() -> Helper | None:
