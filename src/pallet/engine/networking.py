@@ -583,7 +583,7 @@ class _HelperGone(Exception):
 
 class Helper:
     """A fork of ``pallet run`` made before the engine is imported (with its monitor, while the
-    process is lean): it imports the netlink codec and the bridge driver (~22 ms of CPU) on the
+    process is lean): it imports the netlink codec and the bridge driver (~35 ms of CPU) on the
     other core while the CLI creates and prepares the container, then does the container's
     :func:`_setup` and, for ``run --rm``, its teardown, each when the CLI asks. It exits when
     the CLI closes its socket (a detached container is torn down later by whoever stops it),
