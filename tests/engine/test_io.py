@@ -442,3 +442,25 @@ def test_info_and_version(pallet: Pallet, cmd: tuple[str, ...]) -> None:
     if cmd[0] == "info" or cmd == ("system", "info"):
         assert js["DefaultRuntime"] == "runc" and js["CgroupDriver"] == "cgroupfs"
         assert pallet.ok(*cmd, "-f", "{{.Containers}}") == "0\n"
+
+
+def test_output_reader_going_away_ends_run_not_the_container(pallet: Pallet) -> None:
+    """``pallet run ... | head -1``: when the reader of our output goes away the CLI ends at
+    once with the status a shell reports for docker's CLI killed by SIGPIPE (141), and the
+    container keeps running; its monitor still applies --rm when it exits. ``stop``/``kill`` of
+    a --rm container succeed though the container is gone when they look again, as docker's."""
+    p = pallet.popen("run", "--rm", "--name", "chatty", "small", "sh", "-c", "while true; do echo y; done",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"y\n"
+    p.stdout.close()
+    assert p.wait(timeout=15) == 141
+    assert pallet.inspect("chatty")["State"]["Running"] is True
+    assert pallet.ok("kill", "chatty") == "chatty\n"
+    deadline = time.monotonic() + 15
+    while pallet("container", "inspect", "chatty").rc == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pallet("container", "inspect", "chatty").rc != 0, "removed by its monitor (--rm)"
+    pallet.ok("run", "-d", "--rm", "--name", "stoppable", "small", "sleep", "300")
+    assert pallet.ok("stop", "-t", "1", "stoppable") == "stoppable\n"
+    assert pallet.leaks() == []

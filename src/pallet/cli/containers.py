@@ -286,6 +286,11 @@ def _write_cidfile(path: str | None, cid: str) -> None:
             f.write(cid)
 
 
+#: the reader of our output went away (`pallet attach x | head -1`): the status a shell reports
+#: for docker's CLI, which dies of SIGPIPE; the container keeps running
+_SIGPIPE_STATUS = 128 + 13
+
+
 def _each(refs: list[str], fn, *, quiet: bool = False) -> int:
     """Apply ``fn`` to each reference; print it on success, an error line on failure."""
     rc = 0
@@ -412,6 +417,8 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
             ours.close()
         if res is None:
             return 0
+        if res.get("OutputClosed"):
+            return _SIGPIPE_STATUS
         if res.get("ExitCode") is None:
             raise PalletError(res.get("Error") or "lost the container's monitor")
         return int(res["ExitCode"])
@@ -705,6 +712,8 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
         )
     if res is None:
         return 0
+    if res.get("OutputClosed"):
+        return _SIGPIPE_STATUS
     if res.get("ExitCode") is None:
         return 0
     return int(res["ExitCode"])

@@ -118,7 +118,8 @@ def relay(
     detach_keys: bytes | None = DEFAULT_DETACH_KEYS,
     sig_proxy: bool = True,
 ) -> dict[str, Any] | None:
-    """Pump stdio between this process and the monitor until EXIT (returned) or detach (None).
+    """Pump stdio between this process and the monitor until EXIT (returned), detach (None) or
+    the reader of our output going away (``{"OutputClosed": True}``).
 
     With ``tty`` and a terminal on stdin, the terminal is put in raw mode (restored on return)
     and SIGWINCH is forwarded as RESIZE; without it, catchable signals are forwarded to the
@@ -235,10 +236,12 @@ def relay(
                     if not data:
                         return {"ExitCode": None, "Error": "the container's monitor went away"}
                     for kind, payload in reader.feed(data):
-                        if kind == STDOUT:
-                            _write_all(stdout_fd, payload)
-                        elif kind == STDERR:
-                            _write_all(stderr_fd, payload)
+                        if kind in (STDOUT, STDERR):
+                            if not _write_all(stdout_fd if kind == STDOUT else stderr_fd, payload):
+                                # the reader went away (`pallet run ... | head -1`): as docker's
+                                # CLI, which dies of SIGPIPE, stop here and leave the container
+                                # running (its monitor applies --rm when it exits)
+                                return {"ExitCode": None, "OutputClosed": True}
                         elif kind == EXIT:
                             return json.loads(payload)
                         elif kind == ERROR:
@@ -258,7 +261,8 @@ def relay(
         wake_w.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of ``data``; False when the reader has gone (EPIPE)."""
     view = memoryview(data)
     while view:
         try:
@@ -269,5 +273,6 @@ def _write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [])
             continue
         except BrokenPipeError:
-            return
+            return False
         view = view[n:]
+    return True

@@ -613,6 +613,8 @@ def run(
     trace("cli: exit received")
     if result is None:
         return c, None
+    if result.get("OutputClosed"):
+        return c, 128 + 13  # as a shell reports a CLI killed by SIGPIPE (docker's)
     if result.get("ExitCode") is None:
         raise EngineError(result.get("Error") or "lost the container's monitor")
     return c, int(result["ExitCode"])
@@ -726,6 +728,15 @@ def _wake_monitor(c: Container) -> None:
             os.kill(c.monitor_pid, _signal.SIGUSR1)
 
 
+def _after_stop(ctx: Context, c: Container) -> Container:
+    """The container's row once it stopped; a ``--rm`` container's monitor may have removed it
+    already: then the last row we had, as docker's ``stop``/``kill`` still succeed then."""
+    try:
+        return get(c.id, ctx)
+    except NoSuchContainer:
+        return c
+
+
 def stop(ref: str, timeout: int | None = None, ctx: Context | None = None) -> Container:
     """Send the stop signal, then SIGKILL after ``timeout`` seconds (docker's escalation)."""
     ctx = _ctx(ctx)
@@ -737,7 +748,7 @@ def stop(ref: str, timeout: int | None = None, ctx: Context | None = None) -> Co
     _wake_monitor(c)  # a monitor waiting to restart re-reads the flag now, not after its back-off
     if c.status == "restarting":
         _wait_stopped(ctx, c, 30)
-        return get(c.id, ctx)
+        return _after_stop(ctx, c)
     cfg = c.config["Config"]
     if timeout is None:
         timeout = cfg.get("StopTimeout", DEFAULT_STOP_TIMEOUT)
@@ -752,7 +763,7 @@ def stop(ref: str, timeout: int | None = None, ctx: Context | None = None) -> Co
             runtime.kill(c.id, _signal.SIGKILL, all_procs=True)
         if not _wait_stopped(ctx, c, 30):
             raise EngineError(f"container {c.name} did not stop within 30s of SIGKILL")
-    return get(c.id, ctx)
+    return _after_stop(ctx, c)
 
 
 def kill(ref: str, sig: str | int = "KILL", ctx: Context | None = None) -> Container:
@@ -773,7 +784,7 @@ def kill(ref: str, sig: str | int = "KILL", ctx: Context | None = None) -> Conta
         runtime.call("resume", c.id)
     if n == _signal.SIGKILL:
         _wait_stopped(ctx, c, 10)
-    return get(c.id, ctx)
+    return _after_stop(ctx, c)
 
 
 def restart(ref: str, timeout: int | None = None, ctx: Context | None = None) -> Container:
