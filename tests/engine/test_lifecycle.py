@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -492,3 +493,19 @@ def test_unless_stopped_cgroup_parent_oom_score_and_ps_flags(pallet: Pallet) -> 
     for d in cgroups.all_dirs("/pallet-test"):
         if os.path.isdir(d):
             os.rmdir(d)  # our test parent, now empty
+
+
+def test_run_through_the_installed_launcher(pallet: Pallet) -> None:
+    """The installed `pallet` (what users run; the tests otherwise use `python -m`): its monitor
+    is forked before the engine is imported, with the cycle collector the launcher turned off
+    back on in it; an attached --rm run and a detached one work and leave nothing behind."""
+    launcher = str(Path(sys.executable).with_name("pallet"))
+    res = subprocess.run([launcher, "run", "--rm", "small", "sh", "-c", "echo ok; exit 3"],
+                         env=pallet.env, capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (3, "ok\n"), res
+    res = subprocess.run([launcher, "run", "-d", "--name", "viala", "small", "sleep", "300"],
+                         env=pallet.env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res
+    assert pallet.inspect("viala")["State"]["Running"] is True
+    pallet.ok("rm", "-f", "viala")
+    assert pallet.leaks() == []

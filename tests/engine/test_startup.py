@@ -17,11 +17,17 @@ RUN_PATH = (
     "pallet.store",
     "pallet.storage.layers",
     "pallet.storage.overlay",
+    # `run` on a bridge network: its helper imports these (pyroute2's codec on first use only)
+    "pallet.engine.networking",
+    "pallet.network",
+    "pallet.network.bridge",
 )
 #: imported on first use only: typing (3 ms), dataclasses + inspect (8 ms), logging (8 ms), the
-#: layer applier, manifest parsing, ctypes.util (runs ldconfig), platform, uuid, secrets
+#: layer applier, manifest parsing, ctypes (3 ms: pallet.libc uses _ctypes) and ctypes.util (runs
+#: ldconfig), hashlib (loads OpenSSL: 3 ms), platform, uuid, secrets, pyroute2
 FORBIDDEN = ("typing", "dataclasses", "inspect", "logging", "pallet.storage.extract",
-             "pallet.content.manifest", "ctypes.util", "platform", "uuid", "secrets")
+             "pallet.content.manifest", "ctypes", "ctypes.util", "hashlib", "_hashlib", "platform",
+             "uuid", "secrets", "pyroute2.netlink")
 
 
 def test_run_path_imports_nothing_heavy() -> None:
@@ -48,3 +54,17 @@ def test_logging_is_configured_when_first_imported() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stderr == "INFO pallet.test: hello\n"
+
+
+def test_installed_launchers_run_the_cli_and_the_runtime(tmp_path) -> None:
+    """`pallet` and `pallet-runtime` as installed (the sh/Python launcher beside this venv's
+    python: `python -I -S`, the cycle collector off until the command's modules are in)."""
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    res = subprocess.run([str(bin_dir / "pallet"), "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("pallet version "), res
+    res = subprocess.run([str(bin_dir / "pallet-runtime"), "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("pallet-runtime version "), res
+    res = subprocess.run([str(bin_dir / "pallet"), "run", "--bogus"], capture_output=True, text=True)
+    assert res.returncode == 125 and res.stderr.startswith("Error: "), res

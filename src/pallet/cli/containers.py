@@ -312,6 +312,7 @@ def _each(refs: list[str], fn, *, quiet: bool = False) -> int:
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     import socket
 
+    from pallet.cli.main import gc_on
     from pallet.engine.monitor import Launch, take_preforked
     from pallet.engine.procs import trace
 
@@ -334,6 +335,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     opts = _options(args)
     command = args.command or None
     _show_pulls(containers, ctx, args.quiet)
+    gc_on()
     trace("cli: imported")
     c, code = containers.run(
         args.image,

@@ -171,6 +171,16 @@ def _available(verbs: list[str]) -> list[str]:
     return out
 
 
+def gc_on() -> None:
+    """Turn the cycle collector back on (the launcher starts with it off, see scripts/pallet),
+    with what was imported so far frozen out of its passes."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def is_entry_process() -> bool:
     """Is this process the ``pallet`` command itself (not a library caller such as a test)?"""
     main = sys.modules.get("__main__")
@@ -245,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                                       ("runtime", args.runtime)) if v is not None}
         ctx_args.update(paths)
         ctx = Context(**ctx_args)
+        if verb != "run":  # `run` does it once the engine is imported (cmd_run)
+            gc_on()
         rc = func(args, ctx)
         return int(rc or 0)
     except PalletError as e:

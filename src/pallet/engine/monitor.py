@@ -355,6 +355,7 @@ def serve(ctl_fd: int, client_fd: int, preload: bool = False) -> None:
     import gc
 
     gc.freeze()  # the boot's objects live as long as we do: keep the collector off them
+    gc.enable()  # (a monitor forked from `pallet run` inherits the launcher's collector-off)
     trace(f"monitor: ready with {len(sys.modules)} modules")
     code = 0
     try:

@@ -747,8 +747,12 @@ def _helper_serve(sock: Any) -> None:
         from pallet.network.netlink import _codec
 
         _codec()
+    import gc
+
     from pallet.context import Context
 
+    gc.freeze()
+    gc.enable()  # (forked from `pallet run`, whose launcher starts with the collector off)
     reader = sock.makefile("rb")
     for line in reader:
         req = json.loads(line)
