@@ -56,6 +56,21 @@ class Context:
     def with_(self, **changes: object) -> Context:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def to_json(self) -> dict[str, object]:
+        """The settings as JSON values, for a process this one hands work to (a container's
+        monitor, ``run``'s network helper); :meth:`from_json` makes the Context again."""
+        values = {k: getattr(self, k) for k in _FIELDS}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Context:
+        return cls(**{k: Path(v) if k in _PATHS else v for k, v in data.items()  # type: ignore[arg-type]
+                      if k in _FIELDS and v is not None})
+
+
+_FIELDS = tuple(Context.__record_fields__)  # type: ignore[attr-defined]
+_PATHS = tuple(k for k, f in Context.__record_fields__.items() if "Path" in str(f.type))  # type: ignore[attr-defined]
+
 
 _default: Context | None = None
 

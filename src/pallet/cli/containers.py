@@ -286,11 +286,6 @@ def _write_cidfile(path: str | None, cid: str) -> None:
             f.write(cid)
 
 
-#: the reader of our output went away (`pallet attach x | head -1`): the status a shell reports
-#: for docker's CLI, which dies of SIGPIPE; the container keeps running
-_SIGPIPE_STATUS = 128 + 13
-
-
 def _each(refs: list[str], fn, *, quiet: bool = False) -> int:
     """Apply ``fn`` to each reference; print it on success, an error line on failure."""
     rc = 0
@@ -366,12 +361,10 @@ def _exit_now(code: int) -> int:
     """In the ``pallet`` process itself, exit without tearing the interpreter down (that costs
     ~10-30 ms of freeing everything ``run`` imported, on the benchmarked path); when called as a
     library (tests, embedding), just return the status."""
-    from pallet.cli.main import is_entry_process
+    from pallet.cli.main import end_helpers, is_entry_process
 
     if is_entry_process():
-        networking = sys.modules.get("pallet.engine.networking")
-        if networking is not None:
-            networking.discard_helpers()
+        end_helpers()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -419,8 +412,6 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
             ours.close()
         if res is None:
             return 0
-        if res.get("OutputClosed"):
-            return _SIGPIPE_STATUS
         if res.get("ExitCode") is None:
             raise PalletError(res.get("Error") or "lost the container's monitor")
         return int(res["ExitCode"])
@@ -714,8 +705,6 @@ def cmd_attach(args: argparse.Namespace, ctx: Context) -> int:
         )
     if res is None:
         return 0
-    if res.get("OutputClosed"):
-        return _SIGPIPE_STATUS
     if res.get("ExitCode") is None:
         return 0
     return int(res["ExitCode"])

@@ -190,6 +190,17 @@ def is_entry_process() -> bool:
     return os.path.basename(getattr(main, "__file__", "") or "") == "pallet"
 
 
+def end_helpers() -> None:
+    """Before the command exits, by any path: `run`'s network helper and a monitor never handed a
+    container must not outlive it (see _prefork_monitor)."""
+    networking = sys.modules.get("pallet.engine.networking")
+    if networking is not None:
+        networking.discard_helpers()
+    monitor = sys.modules.get("pallet.engine.monitor")
+    if monitor is not None:
+        monitor.discard_preforked()
+
+
 def _prefork_monitor(argv: list[str]) -> None:
     """``pallet run``: fork the container's monitor, and for a bridge network the network helper,
     before anything else is imported (see pallet.engine.monitor.Launch and
@@ -272,13 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
     finally:
-        # `run`'s helpers must not outlive the command
-        networking = sys.modules.get("pallet.engine.networking")
-        if networking is not None:
-            networking.discard_helpers()
-        monitor = sys.modules.get("pallet.engine.monitor")
-        if monitor is not None:
-            monitor.discard_preforked()
+        end_helpers()
 
 
 if __name__ == "__main__":

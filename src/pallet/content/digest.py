@@ -12,6 +12,7 @@ from pallet.errors import ContentError, DigestMismatch
 
 TYPE_CHECKING = False  # no typing import at start-up (pallet run)
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import BinaryIO
 
 # image-spec descriptor.md: digest ::= algorithm ":" encoded
@@ -92,6 +93,23 @@ def sha256_of(data: bytes) -> bytes:
         except ImportError:
             from hashlib import sha256
     return sha256(data).digest()
+
+
+def chain_id(parent: str | None, diff_id: str) -> Digest:
+    """ChainID of a layer with DiffID ``diff_id`` on the layer whose ChainID is ``parent``
+    (image-spec config.md: ChainID(n) = sha256(ChainID(n-1) + " " + DiffID(n)))."""
+    diff = Digest(diff_id)
+    if not parent:
+        return diff
+    return Digest("sha256:" + sha256_of(f"{parent} {diff}".encode()).hex())
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[Digest]:
+    """Chain IDs of every layer of an image whose rootfs.diff_ids are ``diff_ids``."""
+    out: list[Digest] = []
+    for d in diff_ids:
+        out.append(chain_id(out[-1] if out else None, d))
+    return out
 
 
 def is_digest(value: str) -> bool:

@@ -108,6 +108,11 @@ def _sendall(sock: socket.socket, data: bytes) -> bool:
         return False
 
 
+#: the reader of our output went away (`pallet run ... | head -1`): the status a shell reports for
+#: docker's CLI, which dies of SIGPIPE then; the container keeps running
+OUTPUT_CLOSED_STATUS = 128 + 13
+
+
 def relay(
     sock: socket.socket,
     *,
@@ -119,7 +124,8 @@ def relay(
     sig_proxy: bool = True,
 ) -> dict[str, Any] | None:
     """Pump stdio between this process and the monitor until EXIT (returned), detach (None) or
-    the reader of our output going away (``{"OutputClosed": True}``).
+    the reader of our output going away (``OutputClosed``, with :data:`OUTPUT_CLOSED_STATUS` as
+    the status to end with).
 
     With ``tty`` and a terminal on stdin, the terminal is put in raw mode (restored on return)
     and SIGWINCH is forwarded as RESIZE; without it, catchable signals are forwarded to the
@@ -241,7 +247,7 @@ def relay(
                                 # the reader went away (`pallet run ... | head -1`): as docker's
                                 # CLI, which dies of SIGPIPE, stop here and leave the container
                                 # running (its monitor applies --rm when it exits)
-                                return {"ExitCode": None, "OutputClosed": True}
+                                return {"ExitCode": OUTPUT_CLOSED_STATUS, "OutputClosed": True}
                         elif kind == EXIT:
                             return json.loads(payload)
                         elif kind == ERROR:

@@ -438,12 +438,7 @@ def _monitor_config(ctx: Context, c: Container, bundle: str):
         healthcheck=cfg.get("Healthcheck"),
         cgroups_path=c.config["CgroupsPath"],
         stop_signal=signal_number(cfg.get("StopSignal") or "SIGTERM"),
-        ctx={
-            "root": str(ctx.root),
-            "runroot": str(ctx.runroot),
-            "storage_driver": ctx.storage_driver,
-            "runtime": ctx.runtime,
-        },
+        ctx=ctx.to_json(),
     )
 
 
@@ -613,8 +608,6 @@ def run(
     trace("cli: exit received")
     if result is None:
         return c, None
-    if result.get("OutputClosed"):
-        return c, 128 + 13  # as a shell reports a CLI killed by SIGPIPE (docker's)
     if result.get("ExitCode") is None:
         raise EngineError(result.get("Error") or "lost the container's monitor")
     return c, int(result["ExitCode"])

@@ -82,6 +82,12 @@ class MonitorConfig:
             raise TypeError(f"MonitorConfig: missing {', '.join(missing)}")
         self.__dict__.update({f: kw[f] for f in self.FIELDS})
 
+    def context(self):
+        """The CLI's Context, as the monitor needs it for the storage, state and network."""
+        from pallet.context import Context
+
+        return Context.from_json(self.ctx or {"root": self.root, "runroot": self.runroot})
+
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.FIELDS}
 
@@ -145,45 +151,36 @@ class Launch:
     the CLI prepares the container; :meth:`start` hands it the container and waits until it runs.
 
     The monitor is a fresh ``python -S`` that imports only what it needs (about 11 MB resident
-    instead of a forked CLI's 17), double-forked into its own session so it outlives the CLI,
-    and a child subreaper (set before exec; the flag survives exec) so the container's init,
-    orphaned when ``RUNTIME run --detach`` exits, becomes its child.
+    instead of a forked CLI's 17), or, for ``pallet run``, a fork made before the CLI imported
+    anything of the engine (:func:`prefork`); either way :func:`_fork_detached` puts it in its
+    own session as a child subreaper.
     """
 
     def __init__(
         self, client: socket.socket | None = None, *, fork_only: bool = False, preload: bool = False
     ) -> None:
+        """``fork_only``: the monitor is this process, forked (see :func:`prefork`): only for a
+        process that is still lean. ``preload``: the container will most likely run on this
+        installation's pallet-runtime, which the monitor forks rather than executes
+        (:func:`spawn_runtime`): import its modules while the CLI prepares the container."""
         state = sys.modules.get("pallet.engine.state")
         if state is not None:
             state.close_all()  # SQLite connections must not cross fork()
         self.ctl, theirs = socket.socketpair()
         self.client_fd = -1  # an attach client handed over with the container (SCM_RIGHTS)
-        if fork_only:
-            self._fork_serve(theirs, preload)
-            return
-        paths = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), *sys.path]
-        argv = [
-            sys.executable,
-            "-S",
-            "-s",
-            "-B",
-            "-c",
-            _BOOT,
-            json.dumps(paths),
-            str(theirs.fileno()),
-            str(client.fileno() if client is not None else -1),
-        ]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the forked child
+        if not fork_only:
+            paths = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), *sys.path]
+            argv = [sys.executable, "-S", "-s", "-B", "-c", _BOOT, json.dumps(paths), str(theirs.fileno()),
+                    str(client.fileno() if client is not None else -1)]
+        pid = _fork_detached()
+        if pid == 0:  # pragma: no cover - the monitor-to-be
             try:
-                os.setsid()
-                if os.fork() != 0:
-                    os._exit(0)
-                from pallet.libc import libc
-
-                libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+                if fork_only:
+                    self.ctl.close()
+                    networking = sys.modules.get("pallet.engine.networking")
+                    if networking is not None:
+                        networking.forget_helper()  # `run`'s network helper is the CLI's alone
+                    serve(theirs.detach(), -1, preload=preload)  # never returns
                 os.set_inheritable(theirs.fileno(), True)
                 if client is not None:
                     os.set_inheritable(client.fileno(), True)
@@ -195,41 +192,7 @@ class Launch:
             os._exit(127)
         theirs.close()
         os.waitpid(pid, 0)
-        trace("monitor launched")
-
-    def _fork_serve(self, theirs: socket.socket, preload: bool) -> None:
-        """The monitor as a fork of this process, which must still be lean (``pallet run`` right
-        after its command line is read: the monitor's own modules and argparse, nothing of the
-        engine): no interpreter to start and no modules to import again, so the monitor is
-        ready within a millisecond while the CLI imports the engine, with about the memory of
-        an exec'd one. ``preload``: the container will most likely run on this installation's
-        pallet-runtime, which the monitor forks rather than executes (:func:`spawn_runtime`):
-        import its modules while the CLI prepares the container, not on the container's path."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the forked child
-            code = 127
-            try:
-                os.setsid()
-                if os.fork() != 0:
-                    os._exit(0)
-                from pallet.libc import libc
-
-                libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-                self.ctl.close()
-                networking = sys.modules.get("pallet.engine.networking")
-                if networking is not None:
-                    networking.forget_helper()  # `run`'s network helper is the CLI's alone
-                serve(theirs.detach(), -1, preload=preload)  # never returns
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    __import__("traceback").print_exc()
-                    sys.stderr.flush()
-            os._exit(code)
-        theirs.close()
-        os.waitpid(pid, 0)
-        trace("monitor forked")
+        trace("monitor forked" if fork_only else "monitor launched")
 
     def give_client(self, client: socket.socket) -> None:
         """Hand ``client`` (the attach socket of ``run``) to the monitor with the container."""
@@ -271,12 +234,35 @@ class Launch:
             self.client_fd = -1
 
 
+def _fork_detached() -> int:
+    """Fork the monitor-to-be: double-forked into a new session (so it outlives this process and,
+    not being the session's leader, can never acquire a controlling terminal) and marked child
+    subreaper (the container's init, orphaned when ``RUNTIME run --detach`` exits, becomes its
+    child; the flag survives exec). Returns 0 in it, else the intermediate's pid to reap."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    try:  # pragma: no cover - the forked children
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        from pallet.libc import libc
+
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except BaseException:
+        os._exit(127)  # never back into the caller's code in a child
+    return 0
+
+
 _preforked: Launch | None = None
 
 
 def prefork(preload: bool = False) -> None:
-    """Fork ``pallet run``'s monitor now, while the CLI is still lean (see :meth:`Launch._fork_serve`);
-    :func:`take_preforked` hands it to the run."""
+    """Fork ``pallet run``'s monitor now, while the CLI is still lean (no interpreter to start,
+    no modules to import again: it is ready within a millisecond, with about the memory of an
+    exec'd one); :func:`take_preforked` hands it to the run."""
     global _preforked
     _preforked = Launch(fork_only=True, preload=preload)
 
@@ -1270,16 +1256,9 @@ class Monitor:
     def _finish_cleanup(self, *, remove: bool) -> None:
         """Release (or, for --rm, remove) the container's storage; never raises."""
         try:
-            from pathlib import Path
-
-            from pallet.context import Context
             from pallet.engine import containers
 
-            args = dict(self.cfg.ctx or {"root": self.cfg.root, "runroot": self.cfg.runroot})
-            for k in ("root", "runroot"):
-                if args.get(k):
-                    args[k] = Path(args[k])
-            ctx = Context(**args)
+            ctx = self.cfg.context()
             if remove:
                 containers._remove_storage(ctx, self.cfg.container_id, remove_volumes=True, delete_row=True)
             else:

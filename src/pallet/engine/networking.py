@@ -309,33 +309,28 @@ def start(ctx: Context, c: Container) -> tuple[str | None, tuple[str, str, str] 
         return None, None
     from pallet.engine import containers
 
-    files_dir = str(containers.container_dir(ctx, c.id))
-    helper = _begun.pop(c.id, None) or take_helper()
-    if helper is not None:
+    start_begin(ctx, c)  # (a no-op when `_prepare` did it, or when there is no helper)
+    helper = _helpers.get(c.id)
+    if helper is not None and helper.pending:
         try:
-            if helper.cid != c.id:
-                helper.setup_begin(ctx, c.id, c.name, c.config, files_dir)
             return helper.setup_end()
         except _HelperGone:
             pass  # it died: do it here (setup is idempotent: a left record is released first)
-    return _setup(ctx, c.id, c.name, c.config, files_dir)
+    return _setup(ctx, c.id, c.name, c.config, str(containers.container_dir(ctx, c.id)))
 
 
 def start_begin(ctx: Context, c: Container) -> None:
     """Hand the container's network setup to ``pallet run``'s helper now, so that it overlaps
     the preparation of the root filesystem; :func:`start` collects it."""
     mode = c.config["HostConfig"].get("NetworkMode") or "none"
-    if mode.startswith("container:") or not networks_of(c) or _helper is None:
+    if _helper is None or c.id in _helpers or mode.startswith("container:") or not networks_of(c):
         return
     from pallet.engine import containers
 
     helper = take_helper()
     assert helper is not None
-    try:
+    with contextlib.suppress(_HelperGone):  # then start() does it here
         helper.setup_begin(ctx, c.id, c.name, c.config, str(containers.container_dir(ctx, c.id)))
-    except _HelperGone:
-        return
-    _begun[c.id] = helper
 
 
 def _setup(
@@ -525,7 +520,6 @@ def release(ctx: Context, container_id: str) -> None:
 
 
 def _release(ctx: Context, container_id: str) -> None:
-    _begun.pop(container_id, None)
     helper = _helpers.pop(container_id, None)
     if helper is not None:
         try:
@@ -543,23 +537,13 @@ def _release(ctx: Context, container_id: str) -> None:
     _remove_pin(ctx, container_id)
 
 
-def _monitor_ctx(cfg: Any) -> Context:
-    from pallet.context import Context
-
-    args = dict(cfg.ctx or {"root": cfg.root, "runroot": cfg.runroot})
-    for k in ("root", "runroot"):
-        if args.get(k):
-            args[k] = Path(args[k])
-    return Context(**args)
-
-
 def monitor_restart(cfg: Any, phase: str) -> Exception | None:
     """The monitor's restart policy: ``down`` when the container exits to be restarted (docker
     and podman take a restarting container off its networks), ``up`` right before it runs again
     (new addresses, hosts and resolv.conf; the pin's path in config.json stays the same).
     Returns the error that prevents the restart, if any."""
     try:
-        ctx = _monitor_ctx(cfg)
+        ctx = cfg.context()
         if phase == "down":
             release(ctx, cfg.container_id)
             return None
@@ -605,7 +589,7 @@ class Helper:
                 os._exit(code)
         theirs.close()
         self.cid = ""
-        self.pending = False
+        self.pending = False  # a setup request sent, its result not read yet
 
     def _send(self, request: dict[str, Any]) -> None:
         import json
@@ -635,7 +619,7 @@ class Helper:
     def setup_begin(self, ctx: Context, cid: str, name: str, config: dict[str, Any], files_dir: str) -> None:
         """Send the setup request; :meth:`setup_end` waits for its result. From then on the
         container's teardown goes through this helper (:func:`_release`)."""
-        self._send({"op": "setup", "ctx": _ctx_dict(ctx), "cid": cid, "name": name, "config": config,
+        self._send({"op": "setup", "ctx": ctx.to_json(), "cid": cid, "name": name, "config": config,
                     "files_dir": files_dir})
         self.cid, self.pending = cid, True
         _helpers[cid] = self
@@ -656,7 +640,7 @@ class Helper:
             if self.pending:  # the run failed while the setup was under way
                 with contextlib.suppress(Exception):
                     self.setup_end()
-            self._send({"op": "teardown", "ctx": _ctx_dict(ctx), "cid": cid})
+            self._send({"op": "teardown", "ctx": ctx.to_json(), "cid": cid})
             self._recv()
         finally:
             self.close()
@@ -668,8 +652,9 @@ class Helper:
 
 
 _helper: Helper | None = None
-_helpers: dict[str, Helper] = {}  # container id -> the helper that set it up (for its teardown)
-_begun: dict[str, Helper] = {}  # container id -> a helper whose setup result is not collected yet
+#: container id -> the helper setting it up (``pending``: its result not collected yet) or that set
+#: it up (for its teardown)
+_helpers: dict[str, Helper] = {}
 
 
 def prefork_helper() -> None:
@@ -688,33 +673,26 @@ def discard_helpers() -> None:
             os.kill(_helper.pid, 9)
         _helper.close()
         _helper = None
-    for h in {id(h): h for h in (*_helpers.values(), *_begun.values())}.values():
+    for h in _helpers.values():
         h.close()
     _helpers.clear()
-    _begun.clear()
 
 
 def forget_helper() -> None:
     """In a process forked from ``pallet run`` (its monitor): drop the helper's socket, which
     only the CLI may use (a copy held open here would keep the helper from ever seeing EOF)."""
     global _helper
-    for h in (_helper, *_helpers.values(), *_begun.values()):
+    for h in (_helper, *_helpers.values()):
         if h is not None:
             h.sock.close()
     _helper = None
     _helpers.clear()
-    _begun.clear()
 
 
 def take_helper() -> Helper | None:
     global _helper
     helper, _helper = _helper, None
     return helper
-
-
-def _ctx_dict(ctx: Context) -> dict[str, Any]:
-    return {"root": str(ctx.root), "runroot": str(ctx.runroot), "storage_driver": ctx.storage_driver,
-            "runtime": ctx.runtime}
 
 
 def _unpack_error(reply: dict[str, Any]) -> Exception:
@@ -756,10 +734,7 @@ def _helper_serve(sock: Any) -> None:
     reader = sock.makefile("rb")
     for line in reader:
         req = json.loads(line)
-        args = dict(req["ctx"])
-        for k in ("root", "runroot"):
-            args[k] = Path(args[k])
-        ctx = Context(**{k: v for k, v in args.items() if v is not None})
+        ctx = Context.from_json(req["ctx"])
         try:
             if req["op"] == "setup":
                 pin, files = _setup(ctx, req["cid"], req["name"], req["config"], req["files_dir"])

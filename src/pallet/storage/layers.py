@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from pallet.content.digest import CHUNK, Digest, Hasher, sha256_of
+from pallet.content.digest import CHUNK, Digest, Hasher, chain_id, chain_ids
 from pallet.context import Context
 from pallet.context import default as default_context
 from pallet.errors import ConfigError, DigestMismatch, NotFound, StorageError
@@ -84,22 +84,6 @@ class LayerNotFound(StorageError, NotFound):
 
 class ContainerLayerNotFound(StorageError, NotFound):
     """No container layer with that ID."""
-
-
-def chain_id(parent: str | None, diff_id: str) -> str:
-    """ChainID of a layer with DiffID ``diff_id`` on the layer whose ChainID is ``parent``."""
-    Digest(diff_id)
-    if not parent:
-        return diff_id
-    return "sha256:" + sha256_of(f"{parent} {diff_id}".encode()).hex()
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """Chain IDs of every layer of an image whose rootfs.diff_ids are ``diff_ids``."""
-    out: list[str] = []
-    for d in diff_ids:
-        out.append(chain_id(out[-1] if out else None, d))
-    return out
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pallet.content import compression
 from pallet.content import mediatypes as mt
-from pallet.content.digest import Digest, Hasher
+from pallet.content.digest import Digest, Hasher, chain_ids
 from pallet.errors import ContentError, InvalidReference, NotFound, StoreError
 from pallet.records import dataclass, field
 from pallet.reference import Reference
@@ -210,17 +210,6 @@ class GCReport:
     freed_bytes: int = 0
     removed_temp_files: int = 0
     removed_leases: int = 0
-
-
-def chain_ids(diff_ids: Iterable[str]) -> list[Digest]:
-    """Chain IDs of a layer stack (image-spec config.md).
-
-    ChainID(0) = DiffID(0); ChainID(n) = sha256(ChainID(n-1) + " " + DiffID(n)).
-    """
-    out: list[Digest] = []
-    for diff in diff_ids:
-        out.append(Digest(diff) if not out else Digest.of(f"{out[-1]} {diff}".encode()))
-    return out
 
 
 def parse_time(text: str) -> float:
