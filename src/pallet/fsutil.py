@@ -31,9 +31,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, sync: bool = True) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix."""
+    """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix.
+
+    The temporary file is ``.tmp-NAME-PID-NS`` beside it: what a sweeper of crash leftovers looks
+    for (the registry's gc)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)

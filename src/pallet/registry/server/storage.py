@@ -18,13 +18,12 @@ import errno
 import fcntl
 import os
 import shutil
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pallet.fsutil import fsync_dir
+from pallet.fsutil import atomic_write, fsync_dir
 
 
 class Busy(Exception):
@@ -152,28 +151,12 @@ class FilesystemStorage(Storage):
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         path = self._path(key)
-        parent = os.path.dirname(path)
-        tmp = f"{parent}/.tmp-{os.path.basename(path)}-{os.getpid()}-{time.monotonic_ns()}"
+        sync = durable and self.fsync
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            atomic_write(path, data, sync=sync)
         except FileNotFoundError:
-            os.makedirs(parent, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable and self.fsync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, path)
-        if durable and self.fsync:
-            fsync_dir(parent)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write(path, data, sync=sync)
 
     def size(self, key: str) -> int | None:
         try:
