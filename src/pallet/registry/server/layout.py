@@ -228,16 +228,13 @@ class RegistryStore:
         return True
 
     def manifests(self, name: str) -> Iterator[Digest]:
-        base = f"{REPOS}/{name}/_manifests"
-        for alg in self.storage.list(base):
-            for enc in self.storage.list(f"{base}/{alg}"):
-                try:
-                    yield Digest(f"{alg}:{enc}")
-                except ValueError:
-                    continue
+        return self._digests_under(f"{REPOS}/{name}/_manifests")
 
     def linked_blobs(self, name: str) -> Iterator[Digest]:
-        base = f"{REPOS}/{name}/_blobs"
+        return self._digests_under(f"{REPOS}/{name}/_blobs")
+
+    def _digests_under(self, base: str) -> Iterator[Digest]:
+        """The digests stored as ``base/ALGORITHM/ENCODED`` (anything else there is skipped)."""
         for alg in self.storage.list(base):
             for enc in self.storage.list(f"{base}/{alg}"):
                 try:
