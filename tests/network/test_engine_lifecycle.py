@@ -171,6 +171,40 @@ def test_killed_monitor_and_engine_crashes_are_cleaned_up(engine: Engine) -> Non
     assert engine.leaks() == []
 
 
+def test_reconciling_beside_starts_takes_nothing_from_them(engine: Engine) -> None:
+    # crash clean-up (system prune, and the first start after boot) runs while other commands
+    # start containers: it must judge each one by its state now, not from an earlier snapshot
+    import threading
+
+    from pallet.engine import networking
+
+    stop = threading.Event()
+    passes = [0]
+
+    def reconcile_loop() -> None:
+        while not stop.is_set():
+            networking.reconcile(engine.ctx)
+            passes[0] += 1
+
+    def start(i: int) -> str:
+        return engine.ok("run", "-d", "--name", f"r{i}", "small", "sleep", "300", timeout=120).strip()
+
+    t = threading.Thread(target=reconcile_loop)
+    t.start()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            ids = list(pool.map(start, range(12)))
+    finally:
+        stop.set()
+        t.join()
+    assert passes[0] > 3, "the loop must overlap the starts"
+    for i in range(12):
+        out = engine.ok("exec", f"r{i}", "ip", "-4", "-o", "addr", "show", "eth0")
+        assert engine.ip(f"r{i}", "pallet") in out
+    engine.ok("rm", "-f", *ids, timeout=180)
+    assert engine.leaks() == []
+
+
 def test_network_rm_and_prune_respect_containers(engine: Engine) -> None:
     engine.ok("network", "create", "--subnet", free_subnet(), "busy")
     engine.ok("network", "create", "--subnet", free_subnet(), "idle")

@@ -757,44 +757,62 @@ def _helper_serve(sock: Any) -> None:
 def reconcile(ctx: Context) -> Any:
     """Release the network state of containers that are not running (their monitor died with
     them, or the engine was killed mid-way), remove stray pins, then let
-    :func:`pallet.network.cleanup` remove whatever else a crash left. Returns its report."""
+    :func:`pallet.network.cleanup` remove whatever else a crash left. Returns its report.
+
+    Safe beside concurrent starts: a start marks its container 'starting' before it pins a
+    namespace (under the pin lock) or writes a network record, so each candidate is judged by
+    its row read afresh under that lock, never from a snapshot taken before the start began.
+    """
     from pallet import network
     from pallet.engine import containers
-    from pallet.network import store
+    from pallet.network import netns, store
 
-    rows = {c.id: c for c in containers.list_containers(ctx)}
+    st = containers._state(ctx)
 
     def stale(cid: str) -> bool:
-        c = rows.get(cid)
+        c = st.find(cid)
         return c is None or c.status in _NOT_RUNNING
 
-    for rec in store.all_containers(ctx):
-        if stale(rec["id"]):
-            with contextlib.suppress(Exception):
-                network.teardown(rec["id"], ctx=ctx)
     d = netns_dir(ctx)
-    if d.is_dir():
-        for name in os.listdir(d):
-            if not name.startswith(".") and stale(name):
+    pins = [n for n in os.listdir(d) if not n.startswith(".")] if d.is_dir() else []
+    candidates = {rec["id"] for rec in store.all_containers(ctx)} | set(pins)
+    # reconciling the rows first settles starts whose command died (back to created/exited);
+    # that may release storage and pins itself, so it runs outside the pin lock
+    for cid in candidates:
+        with contextlib.suppress(Exception):
+            containers.get(cid, ctx)
+    with _pin_lock(ctx):
+        for rec in store.all_containers(ctx):
+            if rec["id"] in candidates and stale(rec["id"]):
                 with contextlib.suppress(Exception):
-                    _remove_pin(ctx, name)
-        from pallet.network import netns
-
-        with _pin_lock(ctx):
+                    network.teardown(rec["id"], ctx=ctx)
+        for name in pins:
+            if stale(name):
+                with contextlib.suppress(Exception):
+                    netns.remove(d / name)
+        if d.is_dir():
             netns.release_dir(d)
     return network.cleanup(ctx)
 
 
 def _boot_reconcile(ctx: Context) -> None:
-    """Once per boot (the runroot is a tmpfs): clean up after a crash before the first start."""
+    """Once per boot (the runroot is a tmpfs): clean up after a crash before the first start.
+
+    Under a lock and checked again inside it, so that of many first starts racing one does the
+    work and the rest wait for it rather than judging each other's half-made starts."""
     marker = Path(ctx.runroot) / "networks" / ".reconciled"
     if marker.exists():
         return
-    try:
-        reconcile(ctx)
-    finally:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+    from pallet.fsutil import file_lock
+
+    with file_lock(Path(ctx.runroot) / "networks.reconcile.lock", what="the network reconciliation"):
+        if marker.exists():
+            return
+        try:
+            reconcile(ctx)
+        finally:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
 
 # -- views ------------------------------------------------------------------------------------------
