@@ -68,3 +68,44 @@ def test_installed_launchers_run_the_cli_and_the_runtime(tmp_path) -> None:
     assert res.returncode == 0 and res.stdout.startswith("pallet-runtime version "), res
     res = subprocess.run([str(bin_dir / "pallet"), "run", "--bogus"], capture_output=True, text=True)
     assert res.returncode == 125 and res.stderr.startswith("Error: "), res
+
+
+def test_both_launcher_first_lines_work() -> None:
+    """The launcher as pip writes it (``#!/bin/sh``, re-executing the venv's python -I -S) and as
+    ``make setup`` rewrites it (``#!VENV/bin/python3 -IS``, no sh) run the same commands, each
+    with the venv's interpreter, isolated and without site."""
+    import os
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    lines = (bin_dir / "pallet").read_text().split("\n")
+    body, polyglot = "\n".join(lines[1:]), lines[1]
+    assert polyglot.startswith("''''true;"), "the second line is the sh re-exec, a Python string"
+    probe = "import sys; print(sys.flags.isolated, sys.flags.no_site, 'site' in sys.modules, sys.executable)"
+    made = []
+    try:
+        for form, first in (("sh", "#!/bin/sh"), ("direct", f"#!{bin_dir}/python3 -IS")):
+            tag = f"{form}-{os.getpid()}"
+            files = {
+                "cli": (bin_dir / f"pallet-t-{tag}", body),
+                "runtime": (bin_dir / f"pallet-runtime-t-{tag}", body),
+                "probe": (bin_dir / f"probe-t-{tag}", f"{polyglot}\n{probe}\n"),
+            }
+            for p, text in files.values():
+                p.write_text(f"{first}\n{text}")
+                p.chmod(0o755)
+                made.append(p)
+
+            def run(kind: str, *args: str, files: dict = files) -> subprocess.CompletedProcess[str]:
+                return subprocess.run([str(files[kind][0]), *args], capture_output=True, text=True)
+
+            res = run("cli", "--version")
+            assert res.returncode == 0 and res.stdout.startswith("pallet version "), (form, res)
+            res = run("runtime", "--version")
+            assert res.returncode == 0 and res.stdout.startswith("pallet-runtime version "), (form, res)
+            res = run("probe")
+            assert res.returncode == 0, (form, res)
+            assert res.stdout.split() == ["1", "1", "False", str(bin_dir / "python3")], (form, res.stdout)
+    finally:
+        for p in made:
+            p.unlink(missing_ok=True)

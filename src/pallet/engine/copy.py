@@ -253,10 +253,14 @@ def _extract(
 ) -> None:
     """Extract a tar stream under ``dest_dir``, renaming the top entry per ``rebase`` (old, new).
 
-    tarfile's 'tar' filter refuses absolute names, ``..`` and anything that would land outside
-    ``dest_dir`` once existing symlinks are followed; modes are kept as they were (docker cp).
+    Runs chrooted in the container (or on the host for ``cp`` out), so symlinks resolve in the
+    right scope. Names lose a leading ``/``, and an entry that would land outside ``dest_dir``
+    once existing symlinks are followed (``..``, a planted link) is refused, as tarfile's 'tar'
+    filter does (which Python 3.11 has only from 3.11.4); modes are kept as they were (docker cp).
     """
+    top = os.path.realpath(dest_dir)
     with tarfile.open(fileobj=stream, mode="r|") as tf:
+        tf.extraction_filter = _trusted  # checked here; no filter (or 3.12+'s warning) in tarfile
         for m in tf:
             name = m.name
             if rebase is not None:
@@ -268,8 +272,9 @@ def _extract(
                 m.name = name.lstrip("/")
                 if m.islnk() and rebase and (m.linkname == old or m.linkname.startswith(old + "/")):
                     m.linkname = new + m.linkname[len(old) :]
-            checked = tarfile.tar_filter(m, dest_dir)
-            m = m.replace(name=checked.name, deep=False) if checked.name != m.name else m
+            m.name = m.name.lstrip("/")
+            if os.path.commonpath([top, os.path.realpath(os.path.join(top, m.name))]) != top:
+                raise CopyError(f"{m.name!r} would be extracted outside {dest_dir}")
             if not archive:
                 m.uid, m.gid = uid, gid
             target = os.path.join(dest_dir, m.name)
@@ -277,7 +282,11 @@ def _extract(
                 os.unlink(target)
             elif not m.isdir() and os.path.isdir(target) and not os.path.islink(target):
                 raise CopyError(f"cannot overwrite directory {m.name!r} with non-directory")
-            tf.extract(m, dest_dir, numeric_owner=True, filter="fully_trusted")
+            tf.extract(m, dest_dir, numeric_owner=True)
+
+
+def _trusted(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    return member
 
 
 # -- cp from the container -----------------------------------------------------------------------------
