@@ -464,4 +464,3 @@ def test_output_reader_going_away_ends_run_not_the_container(pallet: Pallet) -> 
     pallet.ok("run", "-d", "--rm", "--name", "stoppable", "small", "sleep", "300")
     assert pallet.ok("stop", "-t", "1", "stoppable") == "stoppable\n"
     assert pallet.leaks() == []
-
