@@ -84,7 +84,7 @@ class Owners:
 
     def __init__(self, side: Side) -> None:
         self.side = side
-        self.known: dict[int, tuple[bool, int]] = {}
+        self.known: dict[int, tuple[bool, int, str]] = {}
 
     def pids(self) -> list[int]:
         out = []
@@ -96,15 +96,17 @@ class Owners:
                 start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
             except (OSError, ValueError, IndexError):
                 continue
+            comm = ""
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
             cached = self.known.get(pid)
-            if cached is None or cached[1] != start:
-                comm = ""
-                with contextlib.suppress(OSError):
-                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            # decided again when the command changes: a container's init is cloned from the
+            # runtime (the monitor's environment) and only then execs the container's program
+            if cached is None or cached[1:] != (start, comm):
                 # runc and its init are transient helpers on both sides; pallet's CLI and monitors
                 # (python) and podman's CLI and conmon are what each side keeps around
                 owned = pid != os.getpid() and comm not in ("runc", "runc:[2:INIT]") and self.side.owns(pid)
-                self.known[pid] = cached = (owned, start)
+                self.known[pid] = cached = (owned, start, comm)
             if cached[0]:
                 out.append(pid)
         return out

@@ -56,7 +56,8 @@ def main() -> int:
         ratios = [results[base][i][0] / rows[i][0] for i in range(len(rows))]
         print(f"| {n} | {statistics.median(x[0] for x in rows):.2f} | {min(x[0] for x in rows):.2f} | "
               f"{max(x[0] for x in rows):.2f} | {statistics.median(x[1] for x in rows):.2f} | "
-              f"{statistics.median(x[2] for x in rows):.2f} | {statistics.median(x[3] for x in rows) / 1024:.0f} | "
+              f"{statistics.median(x[2] for x in rows):.2f} | "
+              f"{statistics.median(x[3] for x in rows) / 1024:.0f} | "
               f"{statistics.median(ratios):.2f} |")
     return 0
 
