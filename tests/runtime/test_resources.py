@@ -264,8 +264,10 @@ def test_events_stats_and_oom(rt: Runtime, cgtop: CgroupTop) -> None:
                                      "pids": {"limit": 20}}
         cfg["mounts"].append({"destination": "/go", "type": "tmpfs", "source": "tmpfs", "options": []})
 
-    # waits for /go/now, then grows a shell variable past the limit: the kernel OOM-kills it
-    script = "while [ ! -e /go/now ]; do sleep 0.05; done; x=$(yes | head -c 200000000); sleep 60"
+    # waits for /go/now, then grows a shell variable past the limit: the kernel OOM-kills it (its
+    # oom_score_adj makes it the victim, not the init, whose death would end the container)
+    script = ("echo 1000 > /proc/self/oom_score_adj; while [ ! -e /go/now ]; do sleep 0.05; done; "
+              "x=$(yes | head -c 200000000); sleep 60")
     rt("run", "--detach", "--bundle", str(rt.bundle(["/bin/sh", "-c", f"({script}) & sleep 60"], edit=edit)),
        "ev")
     ev = json.loads(rt("events", "--stats", "ev").stdout)
@@ -297,6 +299,37 @@ def test_events_stats_and_oom(rt: Runtime, cgtop: CgroupTop) -> None:
         if stream.poll() is None:
             stream.kill()
             stream.wait()
+
+
+def test_events_reports_the_oom_kill_that_ends_the_container(rt: Runtime, cgtop: CgroupTop) -> None:
+    """The init itself OOM-killed: the stream reports "oom" before it ends (with the container)."""
+    path = cgtop.path("events-init")
+
+    def edit(cfg: dict) -> None:
+        cfg["linux"]["cgroupsPath"] = path
+        cfg["linux"]["resources"] = {"memory": {"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024}}
+        cfg["mounts"].append({"destination": "/go", "type": "tmpfs", "source": "tmpfs", "options": []})
+
+    script = "while [ ! -e /go/now ]; do sleep 0.05; done; x=$(yes | head -c 200000000); sleep 60"
+    rt("run", "--detach", "--bundle", str(rt.bundle(["/bin/sh", "-c", script], edit=edit)), "evi")
+    stream = subprocess.Popen(
+        [rt.exe, "--root", str(rt.root), "events", "--interval", "5s", "evi"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert stream.stdout is not None
+        assert json.loads(stream.stdout.readline())["type"] == "stats"
+        Path(f"/proc/{rt.state('evi')['pid']}/root/go/now").write_text("")
+        out, err = stream.communicate(timeout=30)
+        assert stream.returncode == 0, err
+        kinds = [json.loads(line)["type"] for line in out.splitlines()]
+        assert "oom" in kinds, kinds
+        assert rt.state("evi")["status"] == "stopped"
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+            stream.wait()
+        rt("delete", "--force", "evi", check=False)
 
 
 def test_seccomp_errno_and_status(rt: Runtime) -> None:

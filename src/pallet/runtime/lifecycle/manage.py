@@ -234,6 +234,10 @@ def events(c: Container, stats_once: bool, interval: float) -> None:
             emit("stats", runc_stats(mgr.stats()))
             next_stats = now + interval
         time.sleep(min(0.2, interval))
+    # a kill in the last interval (perhaps of the init itself, which ended the container) is
+    # still reported, as runc's OOM notification would have been
+    if mgr.oom_kill_count() > ooms:
+        emit("oom")
 
 
 def runc_stats(s: dict[str, Any]) -> dict[str, Any]:
