@@ -233,6 +233,28 @@ def test_connect_and_disconnect_a_running_container(engine: Engine) -> None:
     assert engine.ip("svc", "back") in engine.ok("exec", "svc", "ip", "-4", "-o", "addr")
 
 
+def test_a_renamed_container_answers_to_its_new_name(engine: Engine) -> None:
+    """As docker's embedded DNS: after ``rename`` the new name resolves on the container's
+    networks and the old one no longer does; aliases stay."""
+    engine.ok("network", "create", "--subnet", free_subnet(), "ren")
+    engine.ok("run", "-d", "--name", "before", "--network", "ren", "--network-alias", "keep", "small",
+              "sleep", "300")
+    engine.ok("run", "-d", "--name", "asker", "--network", "ren", "small", "sleep", "300")
+    ip = engine.ip("before", "ren")
+    assert lookup(engine.ok("exec", "asker", "busybox", "nslookup", "before")) == [ip]
+    engine.ok("rename", "before", "after")
+    assert lookup(engine.ok("exec", "asker", "busybox", "nslookup", "after")) == [ip]
+    assert lookup(engine("exec", "asker", "busybox", "nslookup", "before").out) == []
+    assert lookup(engine.ok("exec", "asker", "busybox", "nslookup", "keep")) == [ip]
+    # a stopped container renamed keeps the new name when it starts again
+    engine.ok("stop", "-t", "0", "after")
+    engine.ok("rename", "after", "later")
+    engine.ok("start", "later")
+    assert lookup(engine.ok("exec", "asker", "busybox", "nslookup", "later")) == [engine.ip("later", "ren")]
+    engine.ok("rm", "-f", "later", "asker")
+    assert engine.leaks() == []
+
+
 def test_run_sets_the_network_up_in_its_helper(engine: Engine, tmp_path) -> None:
     """``pallet run`` on a bridge network forks a helper that imports the netlink code while the
     CLI prepares the container, sets the network up, tears it down for ``--rm``, and is gone

@@ -60,6 +60,10 @@ def test_static_ip_mac_hostname_and_inspect(engine: Engine) -> None:
     assert set(ns2["Networks"]) == {"fixed", "second"} and ns2["IPAddress"] == ""
     out = engine.ok("exec", "two", "ip", "-4", "-o", "addr")
     assert ns2["Networks"]["fixed"]["IPAddress"] in out and ns2["Networks"]["second"]["IPAddress"] in out
+    # a static address is free again once its container is gone
+    engine.ok("rm", "-f", "st", "two")
+    assert engine.leaks() == []
+    engine.ok("run", "--rm", "--network", "fixed", "--ip", ip, "small", "true")
 
 
 def test_dns_options_and_add_host_on_the_default_network(engine: Engine) -> None:
@@ -119,6 +123,38 @@ def test_dns_network_forwards_to_the_containers_dns_servers(
     assert len(lookup(own)) == 1 and "asker" not in upstream_dns.queries
 
 
+def test_podman_per_network_options(engine: Engine) -> None:
+    """``--network NAME:ip=...,mac=...,alias=...,interface_name=...`` (podman's syntax): each
+    network its own address, MAC, aliases and interface name inside the container."""
+    sa, sb = free_subnet(), free_subnet()
+    engine.ok("network", "create", "--subnet", sa, "pa")
+    engine.ok("network", "create", "--subnet", sb, "pb")
+    ip_a, ip_b = str(ipaddress.IPv4Network(sa)[40]), str(ipaddress.IPv4Network(sb)[41])
+    mac_b = "02:42:0a:00:00:29"
+    engine.ok(
+        "run", "-d", "--name", "multi",
+        "--network", f"pa:ip={ip_a},alias=first,alias=one,interface_name=front0",
+        "--network", f"pb:ip={ip_b},mac={mac_b}",
+        "small", "sleep", "300",
+    )
+    out = engine.ok("exec", "multi", "sh", "-c", "ip -4 -o addr show front0; ip -o link; ip -4 -o addr")
+    assert f"{ip_a}/24" in out.splitlines()[0], out
+    assert mac_b in out and f"{ip_b}/24" in out
+    nets = engine.inspect("multi")["NetworkSettings"]["Networks"]
+    assert nets["pa"]["IPAMConfig"] == {"IPv4Address": ip_a} and nets["pa"]["IPAddress"] == ip_a
+    assert set(nets["pa"]["Aliases"] or []) >= {"first", "one"}
+    assert (nets["pb"]["IPAddress"], nets["pb"]["MacAddress"]) == (ip_b, mac_b)
+    engine.ok("run", "-d", "--name", "asker", "--network", "pa", "small", "sleep", "300")
+    for name in ("multi", "first", "one"):
+        assert lookup(engine.ok("exec", "asker", "busybox", "nslookup", name)) == [ip_a], name
+    # the address is taken; both spellings of a static address at once are refused
+    engine.fails("run", "--rm", "--network", f"pa:ip={ip_a}", "small", "true", match=ip_a)
+    engine.fails("run", "--rm", "--network", f"pa:ip={ip_a}", "--ip", ip_a, "small", "true",
+                 match="given both")
+    engine.ok("rm", "-f", "multi", "asker")
+    assert engine.leaks() == []
+
+
 def test_bad_network_options_are_refused_and_create_nothing(engine: Engine) -> None:
     engine.ok("network", "create", "--subnet", "10.251.3.0/24", "--internal", "good")
     for args, match in [
@@ -133,6 +169,11 @@ def test_bad_network_options_are_refused_and_create_nothing(engine: Engine) -> N
         (["--network", "good", "--ip", "10.9.9.9"], "not in the subnet"),
         (["--network", "good", "--ip", "not-an-ip"], "invalid --ip"),
         (["--network", "good,pallet", "--ip", "10.251.3.9"], "single network"),
+        (["--network", "good:ip=10.9.9.9"], "not in the subnet"),
+        (["--network", "good:ip=bogus"], "invalid --network good:ip="),
+        (["--network", "good:color=red"], "unknown option 'color'"),
+        (["--network", "good:ip6=fd00::9"], "IPv4 only"),
+        (["--network", "good:alias=bad name!"], "invalid network alias"),
         (["--mac-address", "zz:zz"], "invalid MAC"),
         (["--mac-address", "01:00:5e:00:00:01"], "unicast"),
         (["--network-alias", "web"], "need a network with DNS"),

@@ -106,3 +106,19 @@ def test_scopes_keep_roots_apart(tmp_path):
     assert a.table != b.table and a.bridge_name(1) != b.bridge_name(1)
     assert len(a.bridge_name(999)) <= 15 and len(a.veth_name("x" * 64, "n" * 64)) <= 15
     assert a.veth_name("c", "n") != b.veth_name("c", "n")
+
+
+def test_a_released_static_address_is_free_after_a_reload(ctx):
+    """A pool only static addresses were taken from has no round-robin position: releasing its
+    last address must still reach the file (a restarted engine saw it taken forever)."""
+    net = _net(ctx, "10.210.0.0/24")
+    pool = ipam.Pool(ctx, net)
+    pool.allocate("a", "10.210.0.9")
+    pool.save()
+    assert ipam.Pool(ctx, net).allocations == {"10.210.0.9": "a"}
+    again = ipam.Pool(ctx, net)
+    again.release("a")
+    again.save()
+    fresh = ipam.Pool(ctx, net)
+    assert fresh.allocations == {}
+    assert fresh.allocate("b", "10.210.0.9") == "10.210.0.9"

@@ -102,10 +102,26 @@ def test_parse_network_mode():
     assert network.parse_network_mode("host").kind == "host"
     m = network.parse_network_mode("container:web")
     assert (m.kind, m.container) == ("container", "web")
+    # podman's per-network options
+    m = network.parse_network_mode(
+        ["a:ip=10.7.0.5,alias=x,alias=y,interface_name=net0", "b:mac=02:00:00:00:00:01"]
+    )
+    assert (m.kind, m.networks) == ("bridge", ["a", "b"])
+    assert m.options == {
+        "a": {"ip": "10.7.0.5", "aliases": ["x", "y"], "interface": "net0"},
+        "b": {"mac": "02:00:00:00:00:01"},
+    }
+    assert network.parse_network_mode("bridge:alias=w").options == {"pallet": {"aliases": ["w"]}}
     for bad, match in (
         ("host,a", "cannot be combined"),
         ("container:", "needs a container"),
         ("slirp4netns", "not supported"),
+        ("a:ip=10.0.0.1,bogus=1", "unknown option 'bogus'"),
+        ("a:ip=10.0.0.1,alias", "expected KEY=VALUE"),
+        ("a:ip6=fd00::5", "IPv4 only"),
+        ("a:ip=10.0.0.1,ip=10.0.0.2", "given twice"),
+        (["a:ip=10.0.0.1", "a:alias=z"], "given twice"),
+        (["a:ip=10.0.0.1", "host"], "cannot be combined"),
     ):
         with pytest.raises(InvalidNetworkConfig, match=match):
             network.parse_network_mode(bad)

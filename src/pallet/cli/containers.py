@@ -191,7 +191,8 @@ def _add_create_flags(p: argparse.ArgumentParser, run: bool) -> None:
         "--net",
         dest="network",
         action="append",
-        help="bridge (default), NETWORK[,NETWORK...], none, host or container:NAME",
+        help="bridge (default), NETWORK[,NETWORK...], NETWORK:ip=IP,mac=MAC,alias=NAME,interface_name=IF, "
+        "none, host or container:NAME",
     )
     a("--network-alias", action="append", default=[], help="name other containers on the network use")
     a("--ip", help="IPv4 address on the network")
@@ -262,7 +263,7 @@ def _options(args: argparse.Namespace):
         dns_options=args.dns_option,
         sysctls=args.sysctl,
         shm_size=args.shm_size,
-        network=",".join(args.network) if args.network else None,
+        network=(args.network[0] if len(args.network) == 1 else list(args.network)) if args.network else None,
         publish=args.publish,
         publish_all=args.publish_all,
         expose=args.expose,

@@ -1017,6 +1017,7 @@ def rename(ref: str, new_name: str, ctx: Context | None = None) -> Container:
     if name == c.name:
         raise UsageError(f"renaming a container with the same name as its current name: {name}")
     _state(ctx).rename(c.id, name)
+    networking.rename(ctx, c.id, name)
     return get(c.id, ctx)
 
 

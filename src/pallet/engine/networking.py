@@ -62,7 +62,8 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
     ``PortMappings`` (pallet.network.PortMapping dicts, ``-P`` included), ``PortBindings`` and
     ``PublishAllPorts`` (docker's HostConfig), ``ExposedPorts`` (docker's Config).
     """
-    mode = _plain_mode(opts.network or BRIDGE)
+    value = opts.network or BRIDGE
+    mode = _plain_mode(value) if isinstance(value, str) else None
     if mode is None:
         from pallet.network import parse_network_mode
 
@@ -106,21 +107,30 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
     if mode.kind == "bridge":
         if (ip or mac) and len(mode.networks) > 1:
             raise UsageError("--ip and --mac-address can only be set for a single network")
-        if ip:
-            import ipaddress
-
-            try:
-                ip = str(ipaddress.IPv4Address(ip))
-            except ValueError:
-                raise UsageError(f"invalid --ip {ip!r}: expected an IPv4 address") from None
-        if mac:
-            mac = check_mac(mac)
+        per_net = getattr(mode, "options", None) or {}
         for name in mode.networks:
+            o = per_net.get(name, {})
+            if (ip and o.get("ip")) or (mac and o.get("mac")):
+                raise UsageError(f"--network {name}: ip/mac given both there and as --ip/--mac-address")
+            net_ip, net_mac = o.get("ip") or ip, o.get("mac") or mac
+            if net_ip:
+                import ipaddress
+
+                try:
+                    net_ip = str(ipaddress.IPv4Address(net_ip))
+                except ValueError:
+                    what = f"--network {name}:ip=" if o.get("ip") else "--ip"
+                    raise UsageError(f"invalid {what} {net_ip!r}: expected an IPv4 address") from None
+            net_aliases = [*aliases, *o.get("aliases", [])]
+            for alias in o.get("aliases", []):
+                check_alias(alias)
             networks[name] = {
-                "Aliases": aliases or None,
-                "IPAMConfig": {"IPv4Address": ip} if ip else None,
-                "MacAddress": mac or "",
+                "Aliases": net_aliases or None,
+                "IPAMConfig": {"IPv4Address": net_ip} if net_ip else None,
+                "MacAddress": check_mac(net_mac) if net_mac else "",
             }
+            if o.get("interface"):
+                networks[name]["InterfaceName"] = o["interface"]
         net_mode = BRIDGE if mode.networks[0] == DEFAULT_NETWORK else mode.networks[0]
     elif mode.kind == "container":
         net_mode = f"container:{mode.container}"
@@ -287,6 +297,7 @@ def _attachments(config: dict[str, Any]) -> list[Any]:
                 static_ip=(ep.get("IPAMConfig") or {}).get("IPv4Address"),
                 aliases=list(ep.get("Aliases") or []),
                 static_mac=ep.get("MacAddress") or None,
+                interface=ep.get("InterfaceName") or None,
             )
         )
     return out
@@ -965,6 +976,15 @@ def settings(ctx: Context, c: Container) -> dict[str, Any]:
 
 
 # -- network connect / disconnect / rm ------------------------------------------------------------
+
+
+def rename(ctx: Context, container_id: str, name: str) -> None:
+    """A renamed container on bridge networks: its DNS name follows (a no-op for the others)."""
+    if not _record_path(ctx, container_id).exists():
+        return
+    from pallet import network
+
+    network.rename(container_id, name, ctx=ctx)
 
 
 def resolve_container(name_or_id: str, ctx: Context) -> tuple[str, str, str]:

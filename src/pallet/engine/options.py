@@ -83,7 +83,8 @@ class CreateOptions:
     dns_options: list[str] = field(default_factory=list)
     sysctls: list[str] = field(default_factory=list)
     shm_size: str | int | None = None
-    network: str | None = None
+    #: one --network value, or each of several as given (podman's NAME:opts hold commas)
+    network: str | list[str] | None = None
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
     expose: list[str] = field(default_factory=list)

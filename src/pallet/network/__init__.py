@@ -85,6 +85,7 @@ __all__ = [
     "publish_all",
     "reload",
     "remove",
+    "rename",
     "render_hosts",
     "render_resolv_conf",
     "setup",
@@ -144,6 +145,13 @@ def connect(
     from pallet.network import bridge
 
     return bridge.connect(_ctx(ctx), container_id, str(netns_path), attachment, container_name=container_name)
+
+
+def rename(container_id: str, name: str, ctx: Context | None = None) -> None:
+    """The container's DNS name on its networks follows a rename."""
+    from pallet.network import bridge
+
+    bridge.rename(_ctx(ctx), container_id, name)
 
 
 def disconnect(container_id: str, network: str, ctx: Context | None = None) -> None:
@@ -360,24 +368,73 @@ def prune(
 
 
 class NetworkMode:
-    """A parsed ``--network`` value: bridge networks, none, host, or container:NAME."""
+    """A parsed ``--network`` value: bridge networks, none, host, or container:NAME.
 
-    def __init__(self, kind: str, networks: list[str] | None = None, container: str | None = None) -> None:
+    ``options``: podman's per-network options by network (``NAME:ip=A,mac=M,alias=X,
+    interface_name=I``), as {"ip": str, "mac": str, "aliases": [str], "interface": str}."""
+
+    def __init__(
+        self,
+        kind: str,
+        networks: list[str] | None = None,
+        container: str | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.kind = kind  # "bridge", "none", "host", "container"
         self.networks = networks or []
         self.container = container
+        self.options = options or {}
 
     def __repr__(self) -> str:
-        return f"NetworkMode({self.kind!r}, networks={self.networks}, container={self.container!r})"
+        return (
+            f"NetworkMode({self.kind!r}, networks={self.networks}, container={self.container!r}, "
+            f"options={self.options})"
+        )
+
+
+_NETWORK_OPTION_KEYS = {"ip": "ip", "mac": "mac", "alias": "aliases", "interface_name": "interface"}
+
+
+def _network_options(name: str, text: str) -> dict[str, Any]:
+    """podman's ``NAME:OPT=V,...`` options of one network."""
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or not value:
+            raise InvalidNetworkConfig(f"--network {name}: invalid option {item!r}: expected KEY=VALUE")
+        if key == "ip6":
+            raise InvalidNetworkConfig(f"--network {name}: ip6 is not supported (IPv4 only)")
+        field_ = _NETWORK_OPTION_KEYS.get(key)
+        if field_ is None:
+            raise InvalidNetworkConfig(
+                f"--network {name}: unknown option {key!r} (ip, mac, alias, interface_name)"
+            )
+        if field_ == "aliases":
+            out.setdefault("aliases", []).append(value)
+        elif field_ in out:
+            raise InvalidNetworkConfig(f"--network {name}: {key} given twice")
+        else:
+            out[field_] = value
+    return out
 
 
 def parse_network_mode(values: list[str] | str | None) -> NetworkMode:
-    """``--network`` as docker and podman take it (repeatable; also comma-separated)."""
+    """``--network`` as docker and podman take it: repeatable; a value is one mode, or networks
+    separated by commas, or one network with podman's options (``NAME:ip=...,alias=...``)."""
     if values is None or values == [] or values == "":
         return NetworkMode("bridge", [DEFAULT_NETWORK])
     items = [values] if isinstance(values, str) else list(values)
     names: list[str] = []
+    options: dict[str, dict[str, Any]] = {}
     for item in items:
+        head, sep, rest = item.partition(":")
+        if sep and head not in ("container", "ns") and "=" in rest:
+            name = DEFAULT_NETWORK if head.strip() in ("bridge", "default") else head.strip()
+            if not name or name in options:
+                raise InvalidNetworkConfig(f"--network {item}: network {name or '?'} given twice or empty")
+            options[name] = _network_options(name, rest)
+            names.append(name)
+            continue
         names += [v.strip() for v in item.split(",") if v.strip()]
     special = [
         n
@@ -401,4 +458,4 @@ def parse_network_mode(values: list[str] | str | None) -> NetworkMode:
         n = DEFAULT_NETWORK if n in ("bridge", "default") else n
         if n not in out:
             out.append(n)
-    return NetworkMode("bridge", out)
+    return NetworkMode("bridge", out, options=options)

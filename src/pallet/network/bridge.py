@@ -652,6 +652,22 @@ def disconnect(ctx: Context, container_id: str, network: str) -> None:
     teardown(ctx, container_id, [network])
 
 
+def rename(ctx: Context, container_id: str, name: str) -> None:
+    """A renamed container answers to its new name on its networks' DNS at once (docker's
+    embedded DNS does; the old name stops resolving). Unknown containers are ignored."""
+    with lock(ctx):
+        record = store.load_container(ctx, container_id)
+        if record is None or record.get("name") == name:
+            return
+        record["name"] = name
+        store.save_container(ctx, record)
+        for net_name in dict.fromkeys(a["network"] for a in record["attachments"]):
+            with contextlib.suppress(NetworkError):
+                net = store.load(ctx, net_name)
+                if net.dns_enabled:
+                    _refresh_dns(ctx, net)
+
+
 def status(ctx: Context, container_id: str) -> SetupResult | None:
     record = store.load_container(ctx, container_id)
     return result_of(record) if record else None

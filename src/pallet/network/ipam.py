@@ -35,6 +35,8 @@ class Pool:
             store.write_json(
                 self.path, {"subnet": str(self.subnet), "last": self.last, "allocations": self.allocations}
             )
+        else:  # nothing left to remember (a pool only static addresses were taken from)
+            self.path.unlink(missing_ok=True)
 
     def _reserved(self, ip: ipaddress.IPv4Address) -> bool:
         return ip in (self.subnet.network_address, self.subnet.broadcast_address, self.gateway)
