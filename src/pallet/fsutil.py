@@ -17,6 +17,10 @@ from pathlib import Path
 
 from pallet.errors import PalletError
 
+TYPE_CHECKING = False  # typing costs an import on `pallet run`'s path: annotations are strings
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
 
 class LockTimeout(PalletError):
     """Another pallet process held a lock for too long."""
@@ -31,7 +35,19 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, sync: bool = True) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix.
+    """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix."""
+    with atomic_writer(path, mode, sync=sync, buffering=0) as f:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view) :]
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | os.PathLike[str], mode: int = 0o644, *, sync: bool = True, buffering: int = -1
+) -> Iterator[BinaryIO]:
+    """A file to stream into that replaces ``path`` only when the block ends without an error
+    (then fsynced, renamed over it, the directory fsynced); on an error nothing of it remains.
 
     The temporary file is ``.tmp-NAME-PID-NS`` beside it: what a sweeper of crash leftovers looks
     for (the registry's gc)."""
@@ -39,19 +55,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, s
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if sync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
+        with open(fd, "wb", buffering=buffering) as f:
+            yield f
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

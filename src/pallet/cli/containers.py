@@ -872,14 +872,10 @@ def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
     from pallet.engine.copy import export
 
     if args.output:
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                export(args.container, f, ctx)
-            os.replace(tmp, args.output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from pallet.fsutil import atomic_writer
+
+        with atomic_writer(args.output) as f:
+            export(args.container, f, ctx)
         return 0
     if sys.stdout.isatty():
         raise UsageError("cowardly refusing to save to a terminal: use the -o flag or redirect")

@@ -9,7 +9,6 @@ registered. Whatever a failed load wrote is released again, and the store keeps 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import posixpath
 import re
 import shutil
 import tarfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from pallet.content.digest import CHUNK, Digest, Hasher
 from pallet.content.manifest import Descriptor, Index, InvalidManifest, Manifest, parse
 from pallet.content.platform import Platform
 from pallet.errors import ContentError, DigestMismatch, InvalidReference, StoreError, UsageError
-from pallet.fsutil import atomic_write
+from pallet.fsutil import atomic_write, atomic_writer
 from pallet.store import Image, Store
 from pallet.store import names as naming
 
@@ -593,21 +593,11 @@ def save(
         with open(path, "wb") as f:
             writer(store, selected, f)
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_writer(path) as f:
             writer(store, selected, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StoreError(f"writing {path}: {e.strerror or e}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class _Tar:
@@ -759,12 +749,8 @@ def save_layout(store: Store, path: str | os.PathLike[str], selected: Iterable[_
     index_raw, blobs = _oci_index(store, items)
     for d in blobs:
         target = root / "blobs" / d.algorithm / d.encoded
-        if target.is_file() and target.stat().st_size == store.blob_size(d):
-            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{d.encoded}.tmp-{os.getpid()}")
-        shutil.copyfile(store.blobs.path(d), tmp)
-        os.replace(tmp, target)
+        _copy_blob(store, d, target)
     new = json.loads(index_raw)
     if (root / "index.json").exists():
         try:
@@ -827,13 +813,13 @@ def _save_dir_transport(store: Store, root: Path, s: _Saved, compress: bool) -> 
 def _copy_blob(store: Store, digest: Digest, target: Path) -> None:
     if target.is_file() and target.stat().st_size == store.blob_size(digest):
         return
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.copyfile(store.blobs.path(digest), tmp)
-    os.replace(tmp, target)
+    with atomic_writer(target, sync=False) as out, open(store.blobs.path(digest), "rb") as src:
+        shutil.copyfileobj(src, out, CHUNK)
 
 
 def _gzip_blob_to(store: Store, digest: Digest, root: Path) -> tuple[str, int]:
-    tmp = root / f".gzip.tmp-{os.getpid()}"
+    # named by the digest of what it becomes: written under a fixed name, then renamed
+    tmp = root / f".tmp-gzip-{os.getpid()}-{time.monotonic_ns()}"
     h = Hasher("sha256")
 
     class _Out(io.RawIOBase):
@@ -848,14 +834,18 @@ def _gzip_blob_to(store: Store, digest: Digest, root: Path) -> tuple[str, int]:
             self.f.write(b)
             return len(b)
 
-    with open(tmp, "wb") as f, store.open_blob(digest) as src:
-        out = _Out(f)
-        z = compression.compressor(out, "gzip")  # type: ignore[arg-type]
-        while chunk := src.read(CHUNK):
-            z.write(chunk)
-        z.close()
-    d = h.digest()
-    os.replace(tmp, root / d.encoded)
+    try:
+        with open(tmp, "wb") as f, store.open_blob(digest) as src:
+            out = _Out(f)
+            z = compression.compressor(out, "gzip")  # type: ignore[arg-type]
+            while chunk := src.read(CHUNK):
+                z.write(chunk)
+            z.close()
+        d = h.digest()
+        os.replace(tmp, root / d.encoded)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return str(d), h.size
 
 
