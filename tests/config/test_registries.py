@@ -117,6 +117,52 @@ def test_enforcing_refuses_ambiguous_short_names(tmp_path: Path) -> None:
     assert names(one.resolve("app")) == ["a.example/app:latest"]
 
 
+def test_a_chooser_picks_among_the_search_registries(tmp_path: Path) -> None:
+    """On a terminal podman asks which registry an ambiguous short name means (enforcing and
+    permissive alike); the answer is the only candidate and is remembered as an alias."""
+    asked = []
+
+    def pick_second(name, candidates):
+        asked.append((name, names(candidates)))
+        return candidates[1]
+
+    for mode in ("enforcing", "permissive"):
+        conf = load(
+            tmp_path / mode,
+            f'short-name-mode = "{mode}"\nunqualified-search-registries = ["a.example", "b.example"]\n',
+        )
+        assert names(conf.resolve("team/app:v2", choose=pick_second)) == ["b.example/team/app:v2"]
+        assert asked[-1] == ("team/app", ["a.example/team/app:v2", "b.example/team/app:v2"])
+        assert names([conf.picked["team/app"]]) == ["b.example/team/app:v2"]
+        # no answer (not a terminal): enforcing refuses, permissive tries them all
+        if mode == "enforcing":
+            with pytest.raises(ShortNameError, match="ambiguous"):
+                conf.resolve("app", choose=lambda n, c: None)
+        else:
+            assert len(conf.resolve("app", choose=lambda n, c: None)) == 2
+    # disabled mode never asks; one registry, an alias or a qualified name need no question
+    n = len(asked)
+    conf = load(
+        tmp_path / "d", 'short-name-mode = "disabled"\nunqualified-search-registries = ["a.x", "b.x"]\n'
+    )
+    assert len(conf.resolve("app", choose=pick_second)) == 2
+    one = load(
+        tmp_path / "one", 'unqualified-search-registries = ["a.example"]\n[aliases]\n"al" = "c.x/al"\n'
+    )
+    for name in ("app", "al", "q.example/app"):
+        one.resolve(name, choose=pick_second)
+    assert len(asked) == n
+    # the answer recorded in the cache is an alias from then on, over the configuration's
+    cache = tmp_path / "cache" / "short-name-aliases.conf"
+    registries.record_alias("team/app", parse("b.example/team/app:v2"), cache)
+    registries.record_alias("other", parse("a.example/other"), cache)
+    again = registries.load(
+        Context(registries_conf=tmp_path / "enforcing" / "registries.conf"), dropin_dirs=[], alias_cache=cache
+    )
+    assert names(again.resolve("team/app:v3")) == ["b.example/team/app:v3"]
+    assert names(again.resolve("other")) == ["a.example/other:latest"]
+
+
 def test_blocked(tmp_path: Path) -> None:
     conf = load(
         tmp_path,

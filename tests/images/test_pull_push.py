@@ -142,6 +142,60 @@ def test_short_name_resolution_through_registries_conf(pallet_root: Path, pushed
     assert res.returncode == 125 and "blocked" in res.stderr
 
 
+def test_an_ambiguous_short_name_is_asked_about_on_a_terminal(pallet_root: Path, pushed_small: str,
+                                                              tmp_path: Path) -> None:
+    """short-name-mode enforcing with two search registries (one registry under two names): on a
+    terminal the pull asks which one, pulls that, and remembers the answer in podman's alias
+    cache; without a terminal, and without the answer, the name is refused as ambiguous."""
+    import pty
+
+    from pallet.config import registries
+
+    port = pushed_small.split("/")[0].rsplit(":", 1)[1]
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        'short-name-mode = "enforcing"\n'
+        f'unqualified-search-registries = ["127.0.0.1:{port}", "localhost:{port}"]\n'
+    )
+    cache = registries.alias_cache_path()
+    saved = cache.read_bytes() if cache.is_file() else None
+    try:
+        res = pallet("--registries-conf", str(conf), "pull", "pulltest/small:v1")
+        assert res.returncode == 125 and "ambiguous" in res.stderr, res
+        pid, fd = pty.fork()
+        if pid == 0:  # pragma: no cover - the pallet on the terminal
+            os.execv(sys.executable, [sys.executable, "-m", "pallet.cli.main", "--registries-conf", str(conf),
+                                      "pull", "-q", "pulltest/small:v1"])
+        seen = b""
+        answered = False
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and b"Enter a number" in seen:
+                os.write(fd, b"2\n")
+                answered = True
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        text = seen.decode(errors="replace")
+        assert os.waitstatus_to_exitcode(status) == 0, text
+        assert f"1) 127.0.0.1:{port}/pulltest/small:v1" in text
+        assert f"2) localhost:{port}/pulltest/small:v1" in text
+        assert f"localhost:{port}/pulltest/small" in ok("images", "--format", "{{.Repository}}")
+        assert f'"pulltest/small" = "localhost:{port}/pulltest/small"' in cache.read_text()
+        # the answer stands: no terminal needed any more
+        assert ok("--registries-conf", str(conf), "pull", "-q", "pulltest/small:v1").strip()
+    finally:
+        if saved is None:
+            cache.unlink(missing_ok=True)
+        else:
+            cache.write_bytes(saved)
+
+
 def test_bad_reference_is_one_clear_line(pallet_root: Path) -> None:
     res = pallet("pull", "Not/A_Valid//Name")
     assert res.returncode == 125

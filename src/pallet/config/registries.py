@@ -15,7 +15,9 @@ Version 1 files (``[registries.search]`` ...) are converted as containers/image 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -39,6 +41,49 @@ class RegistryBlocked(RegistryError):
 
 class ShortNameError(InvalidReference):
     """A short name cannot be resolved unambiguously (short-name-mode = "enforcing")."""
+
+
+#: (short name, candidates) -> the candidate picked, or None; see :func:`terminal_choice`
+Chooser = Any
+
+
+def terminal_choice(name: str, candidates: list[Reference]) -> Reference | None:
+    """Ask on the terminal which candidate an ambiguous short name means, as podman does when
+    stdin and stdout are terminals (None when they are not, or no answer comes)."""
+    import sys
+
+    if not (os.isatty(0) and os.isatty(1)):
+        return None
+    err = sys.stderr
+    err.write(f"? Please select an image for {name}:\n")
+    for i, ref in enumerate(candidates, 1):
+        err.write(f"  {i}) {ref}\n")
+    for _ in range(3):
+        err.write(f"Enter a number [1-{len(candidates)}, default 1]: ")
+        err.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return None
+        answer = line.strip() or "1"
+        if answer.isdigit() and 1 <= int(answer) <= len(candidates):
+            return candidates[int(answer) - 1]
+    return None
+
+
+def record_alias(name: str, target: Reference, path: Path | None = None) -> None:
+    """Remember the repository a short name was resolved to (podman's short-name-aliases.conf
+    cache, which :func:`load` reads back and which wins over the configuration's aliases)."""
+    from pallet.fsutil import atomic_write
+
+    path = path if path is not None else alias_cache_path()
+    aliases: dict[str, str] = {}
+    if path.is_file():
+        aliases = {k: str(v) for k, v in _load_aliases_only(path).items() if v is not None}
+    aliases[name] = f"{target.domain}/{target.path}"
+    lines = ["# short-name aliases chosen interactively (containers-registries.conf(5))", "[aliases]"]
+    lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(aliases.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
 def _home() -> Path:
@@ -110,6 +155,8 @@ class RegistriesConf:
     search_origin: str = ""
     credential_helpers: list[str] | None = None
     sources: list[Path] = field(default_factory=list)
+    #: short names resolved by a choice (:meth:`resolve`'s ``choose``) -> the reference chosen
+    picked: dict[str, Reference] = field(default_factory=dict)
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -141,11 +188,14 @@ class RegistriesConf:
             return None
         return target, self.alias_origins.get(name, "")
 
-    def resolve(self, name: str) -> list[Reference]:
+    def resolve(self, name: str, choose: Chooser | None = None) -> list[Reference]:
         """Candidate fully qualified references for ``name``, in the order to try them.
 
         A qualified name is itself (normalised). A short name's alias wins; otherwise each
         unqualified-search registry in order, or docker.io (with ``library/``) when none is set.
+        With several registries and short-name-mode enforcing or permissive, ``choose`` (e.g.
+        :func:`terminal_choice`) may pick one: the answer is the only candidate, and is in
+        :attr:`picked` until the caller records it (:func:`record_alias`) once it pulled.
         """
         ref = parse(name)
         if ref.domain:
@@ -155,6 +205,15 @@ class RegistriesConf:
             target = aliased[0]
             return [normalize(Reference(target.domain, target.path, ref.tag, ref.digest))]
         search = self.search or ["docker.io"]
+        if choose is not None and len(search) > 1 and self.short_name_mode != "disabled":
+            candidates = []
+            for registry in search:
+                with contextlib.suppress(InvalidReference):
+                    candidates.append(normalize(parse(f"{registry}/{name}")))
+            chosen = choose(ref.path, candidates) if len(candidates) > 1 else None
+            if chosen is not None:
+                self.picked[ref.path] = chosen
+                return [chosen]
         if self.short_name_mode == "enforcing" and len(search) > 1:
             origin = f" ({self.search_origin})" if self.search_origin else ""
             raise ShortNameError(

@@ -145,7 +145,8 @@ def pull(
     progress = progress or Progress()
     want = Platform.parse(platform) if isinstance(platform, str) else platform
     conf = registries.load(ctx)
-    candidates = conf.resolve(name)
+    # an ambiguous short name is asked about on a terminal, as podman does
+    candidates = conf.resolve(name, choose=registries.terminal_choice)
     pol = policy.load()
     failures: list[str] = []
     for ref in candidates:
@@ -158,7 +159,10 @@ def pull(
             try:
                 with _client(source, ctx, creds, transport) as client:
                     resolution = client.resolve_image(source.repository, source.reference.object, want)
-                    return _fetch(client, source, ref, resolution, ctx, progress, unpack, want)
+                    result = _fetch(client, source, ref, resolution, ctx, progress, unpack, want)
+                    for short, chosen in conf.picked.items():  # the answer stands from now on
+                        registries.record_alias(short, chosen)
+                    return result
             except NotFoundError as e:
                 failures.append(f"{where}: {e}")
             except RegistryUnavailable as e:
