@@ -347,7 +347,13 @@ class Applier:
         real = _join(preal, base)
         pool = self._pool
         if pool is not None:
-            if typ == ts.REG and e.size <= _POOL_FILE_MAX and not e.xattrs and real not in self.created:
+            if (
+                typ == ts.REG
+                and e.size <= _POOL_FILE_MAX
+                and not e.xattrs
+                and e.sparse is None
+                and real not in self.created
+            ):
                 self._submit(pfd, base, real, e, feed, pool)
                 return
             if typ == ts.LNK:
@@ -391,7 +397,14 @@ class Applier:
         try:
             n = e.size
             self.file_bytes += n
-            if n:
+            if e.sparse is not None:  # data regions at their offsets; the holes stay holes
+                for off, length in e.sparse:
+                    os.lseek(fd, off, os.SEEK_SET)
+                    for mv in feed.chunks(length):
+                        while mv:
+                            mv = mv[os.write(fd, mv):]
+                os.ftruncate(fd, e.realsize)
+            elif n:
                 feed_buf = feed.buf
                 pos = feed.pos
                 if len(feed_buf) - pos >= n:  # whole file already buffered: one write

@@ -8,8 +8,9 @@ thread. Nothing is staged: memory is a few 1 MiB blocks whatever the layer size.
 The tar parser is our own because :mod:`tarfile`'s stream mode copies its whole read buffer on
 every 512-byte header read (quadratic with big buffers, slow with small ones). It reads ustar,
 GNU (long names, base-256 numbers) and PAX (long names, large ids, sub-second mtimes,
-``SCHILY.xattr.*``, ``LIBARCHIVE.xattr.*``, ``hdrcharset=BINARY``). Names stay ``bytes``
-end to end, so non-UTF-8 names round-trip exactly.
+``SCHILY.xattr.*``, ``LIBARCHIVE.xattr.*``, ``hdrcharset=BINARY``) and GNU's sparse files
+(old GNU, PAX 0.0, 0.1, 1.0). Names stay ``bytes`` end to end, so non-UTF-8 names round-trip
+exactly.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class TarFormatError(StorageError):
 class Entry:
     """One tar member after PAX/GNU extensions are folded in. ``name``/``linkname`` are bytes."""
 
-    __slots__ = ("devmajor", "devminor", "gid", "linkname", "mode", "mtime_ns", "name", "size",
-                 "type", "uid", "xattrs")
+    __slots__ = ("devmajor", "devminor", "gid", "linkname", "mode", "mtime_ns", "name", "realsize",
+                 "size", "sparse", "type", "uid", "xattrs")
 
     def __init__(self) -> None:
         self.name = b""
@@ -54,6 +55,10 @@ class Entry:
         self.devmajor = 0
         self.devminor = 0
         self.xattrs: dict[str, bytes] | None = None
+        #: a sparse file (GNU's formats): its data regions as (offset, length), in order, whose
+        #: bytes follow in the stream (``size`` of them in all); the file is ``realsize`` long
+        self.sparse: list[tuple[int, int]] | None = None
+        self.realsize = 0
 
     @property
     def display(self) -> str:
@@ -113,9 +118,15 @@ def parse_pax(data: bytes) -> dict[bytes, bytes]:
         key, eq, value = record.partition(b"=")
         if not eq:
             raise TarFormatError(f"malformed PAX header: record {record[:40]!r} has no '='")
-        out[key] = value
+        if key in _REPEATED and key in out:  # sparse format 0.0 repeats these, in pairs
+            out[key] += b"," + value
+        else:
+            out[key] = value
         pos += length
     return out
+
+
+_REPEATED = (b"GNU.sparse.offset", b"GNU.sparse.numbytes")
 
 
 class Feed:
@@ -257,8 +268,12 @@ def read_entries(feed: Feed) -> Iterator[Entry]:
             typ = DIR if e.name.endswith(b"/") and typ == AREG else REG
         elif typ == GNU_DUMPDIR:
             typ = DIR
-        elif typ == GNU_SPARSE or b"GNU.sparse.major" in ext or b"GNU.sparse.size" in ext:
-            raise TarFormatError(f"entry {e.display!r}: sparse tar members are not supported")
+        elif typ == GNU_SPARSE:
+            _old_gnu_sparse(e, hdr, feed)
+            typ = REG
+        elif b"GNU.sparse.major" in ext or b"GNU.sparse.size" in ext or b"GNU.sparse.map" in ext:
+            _pax_sparse(e, ext, feed)
+            typ = REG
         elif typ in (GNU_VOLHDR, GNU_MULTIVOL, GNU_NAMES):
             raise TarFormatError(f"entry {e.display!r}: GNU multi-volume tar members are not supported")
         elif typ not in (REG, LNK, SYM, CHR, BLK, DIR, FIFO):
@@ -270,6 +285,97 @@ def read_entries(feed: Feed) -> Iterator[Entry]:
         elif e.size:
             # non-file members may carry data (rare); it is not ours to write
             feed.skip(e.size + (-e.size % 512))
+
+
+def _sparse_pairs(numbers: list[int], e: Entry) -> list[tuple[int, int]]:
+    if len(numbers) % 2:
+        raise TarFormatError(f"entry {e.display!r}: odd number of values in its sparse map")
+    return list(zip(numbers[0::2], numbers[1::2], strict=True))
+
+
+def _check_sparse(e: Entry, regions: list[tuple[int, int]], realsize: int) -> None:
+    """The map must be ordered, inside the file, and account for exactly the stored bytes."""
+    end = 0
+    for off, n in regions:
+        if off < end or n < 0 or off + n > realsize:
+            raise TarFormatError(f"entry {e.display!r}: bad sparse map (region {off}+{n} of {realsize})")
+        end = off + n
+    if sum(n for _, n in regions) != e.size:
+        raise TarFormatError(f"entry {e.display!r}: its sparse map does not match its {e.size} stored bytes")
+    e.sparse, e.realsize = regions, realsize
+
+
+def _old_gnu_sparse(e: Entry, hdr: bytes, feed: Feed) -> None:
+    """GNU's original format (type 'S'): up to 4 regions in the header, 21 more in each
+    extension block that follows it, and the real size at byte 483."""
+    numbers: list[int] = []
+
+    def regions(block: bytes, count: int) -> None:
+        for i in range(count):
+            off = block[24 * i:24 * i + 12]
+            if not off.strip(b"\0"):
+                return
+            numbers.append(_num(off, "sparse offset"))
+            numbers.append(_num(block[24 * i + 12:24 * i + 24], "sparse length"))
+
+    regions(hdr[386:482], 4)
+    extended = hdr[482]
+    while extended:
+        block = feed.take(512)
+        if len(block) < 512:
+            raise TarFormatError("tar stream ends inside a sparse map")
+        regions(block[:504], 21)
+        extended = block[504]
+    _check_sparse(e, _sparse_pairs(numbers, e), _num(hdr[483:495], "sparse real size"))
+
+
+def _pax_sparse(e: Entry, ext: dict[bytes, bytes], feed: Feed) -> None:
+    """GNU's PAX sparse formats: 0.0 (repeated offset/numbytes records), 0.1 (``GNU.sparse.map``)
+    and 1.0 (the map in decimal lines at the start of the data, padded to a block)."""
+    name = ext.get(b"GNU.sparse.name")
+    if name:
+        e.name = name
+    try:
+        if ext.get(b"GNU.sparse.major") == b"1":
+            minor = ext.get(b"GNU.sparse.minor", b"0")
+            if minor != b"0":
+                version = "1." + minor.decode(errors="replace")
+                raise TarFormatError(f"entry {e.display!r}: unknown sparse format {version}")
+            realsize = int(ext[b"GNU.sparse.realsize"])
+            lines: list[bytes] = []
+            used = 0
+            buf = b""
+            while True:
+                block = feed.take(512)
+                if len(block) < 512:
+                    raise TarFormatError("tar stream ends inside a sparse map")
+                used += 512
+                buf += block
+                lines = buf.split(b"\n")
+                if len(lines) > 1 and lines[0] and len(lines) - 1 >= 1 + 2 * int(lines[0]):
+                    break
+                if used > 64 << 20:
+                    raise TarFormatError(f"entry {e.display!r}: sparse map too large")
+            count = int(lines[0])
+            numbers = [int(x) for x in lines[1:1 + 2 * count]]
+            e.size -= used
+        elif b"GNU.sparse.map" in ext:
+            realsize = int(ext[b"GNU.sparse.size"])
+            raw = ext[b"GNU.sparse.map"]
+            numbers = [int(x) for x in raw.split(b",")] if raw else []
+        else:
+            realsize = int(ext[b"GNU.sparse.size"])
+            offsets, lengths = ext.get(b"GNU.sparse.offset", b""), ext.get(b"GNU.sparse.numbytes", b"")
+            offs = [int(x) for x in offsets.split(b",")] if offsets else []
+            lens = [int(x) for x in lengths.split(b",")] if lengths else []
+            if len(offs) != len(lens):
+                raise TarFormatError(f"entry {e.display!r}: unpaired sparse offsets and lengths")
+            numbers = [v for pair in zip(offs, lens, strict=True) for v in pair]
+    except (KeyError, ValueError):
+        raise TarFormatError(f"entry {e.display!r}: malformed sparse headers") from None
+    if e.size < 0:
+        raise TarFormatError(f"entry {e.display!r}: its sparse map is larger than the member")
+    _check_sparse(e, _sparse_pairs(numbers, e), realsize)
 
 
 def _apply_pax(e: Entry, ext: dict[bytes, bytes]) -> None:
