@@ -7,7 +7,6 @@ import fcntl
 import io
 import json
 import os
-import pty
 import select
 import signal
 import struct
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import Pallet
+from tests.support import terminal
 
 
 def start_sleeper(pallet: Pallet, name: str, *extra: str) -> str:
@@ -166,28 +166,11 @@ def test_run_interactive_stdin_pipe(pallet: Pallet) -> None:
 
 
 def _pty_session(pallet: Pallet, *args: str) -> tuple[int, int]:
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.chdir(str(pallet.env["PYTHONPATH"].split(os.pathsep)[0]))
-        os.execve(pallet.argv(*args)[0], pallet.argv(*args), pallet.env)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
-    return pid, fd
+    return terminal.spawn(pallet.argv(*args), pallet.env, cwd=pallet.env["PYTHONPATH"].split(os.pathsep)[0],
+                          size=(30, 90))
 
 
-def _read_until(fd: int, marker: bytes, timeout: float = 15) -> bytes:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and marker not in buf:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
+_read_until = terminal.read_until
 
 
 def test_run_it_gives_a_working_terminal_with_resize(pallet: Pallet) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import peers
+from tests.support import peers, terminal
 from tests.support.layout_registry import LayoutRegistry
 
 
@@ -147,8 +147,6 @@ def test_an_ambiguous_short_name_is_asked_about_on_a_terminal(pallet_root: Path,
     """short-name-mode enforcing with two search registries (one registry under two names): on a
     terminal the pull asks which one, pulls that, and remembers the answer in podman's alias
     cache; without a terminal, and without the answer, the name is refused as ambiguous."""
-    import pty
-
     from pallet.config import registries
 
     port = pushed_small.split("/")[0].rsplit(":", 1)[1]
@@ -162,27 +160,13 @@ def test_an_ambiguous_short_name_is_asked_about_on_a_terminal(pallet_root: Path,
     try:
         res = pallet("--registries-conf", str(conf), "pull", "pulltest/small:v1")
         assert res.returncode == 125 and "ambiguous" in res.stderr, res
-        pid, fd = pty.fork()
-        if pid == 0:  # pragma: no cover - the pallet on the terminal
-            os.execv(sys.executable, [sys.executable, "-m", "pallet.cli.main", "--registries-conf", str(conf),
-                                      "pull", "-q", "pulltest/small:v1"])
-        seen = b""
-        answered = False
-        while True:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the other side closed
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if not answered and b"Enter a number" in seen:
-                os.write(fd, b"2\n")
-                answered = True
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-        text = seen.decode(errors="replace")
-        assert os.waitstatus_to_exitcode(status) == 0, text
+        shown, status = terminal.converse(
+            [sys.executable, "-m", "pallet.cli.main", "--registries-conf", str(conf), "pull", "-q",
+             "pulltest/small:v1"],
+            b"Enter a number", b"2\n",
+        )
+        text = shown.decode(errors="replace")
+        assert status == 0, text
         assert f"1) 127.0.0.1:{port}/pulltest/small:v1" in text
         assert f"2) localhost:{port}/pulltest/small:v1" in text
         assert f"localhost:{port}/pulltest/small" in ok("images", "--format", "{{.Repository}}")

@@ -4,7 +4,6 @@ buildah run, and containerd (ctr run --runc-binary through containerd-shim-runc-
 from __future__ import annotations
 
 import os
-import pty
 import shutil
 import subprocess
 import tarfile
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import runtime_binary
+from tests.support import terminal
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -121,29 +121,10 @@ def test_podman_exec_stop_rm(podman: Podman) -> None:
 
 
 def test_podman_interactive_tty(podman: Podman) -> None:
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.environ.update(podman.env)
-        argv = podman.argv("run", "-it", "--rm", "--network", "none", podman.image, "sh")
-        os.execvp(argv[0], argv)
-    out = b""
-    try:
-        deadline = time.monotonic() + 60
-        sent = False
-        while time.monotonic() < deadline:
-            try:
-                d = os.read(fd, 4096)
-            except OSError:
-                break
-            if not d:
-                break
-            out += d
-            if not sent and b"# " in out:
-                os.write(fd, b"tty; echo hi-$((6*7)); exit 3\n")
-                sent = True
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    finally:
-        os.close(fd)
+    out, status = terminal.converse(
+        podman.argv("run", "-it", "--rm", "--network", "none", podman.image, "sh"),
+        b"# ", b"tty; echo hi-$((6*7)); exit 3\n", env={**os.environ, **podman.env},
+    )
     assert b"/dev/pts/0" in out and b"hi-42" in out, out
     assert status == 3
 
