@@ -12,6 +12,7 @@ lines around ``_ctypes``). Functions return C ``int`` unless said otherwise and 
 from __future__ import annotations
 
 import _ctypes
+import os
 
 
 class c_int(_ctypes._SimpleCData):
@@ -78,6 +79,13 @@ class LibcFuncs:
 libc = LibcFuncs()
 syscall = CLongFunc(("syscall", Libc))
 get_errno = _ctypes.get_errno
+
+
+def check(rc: int, what: str) -> None:
+    """A libc call's result: nonzero raises OSError(errno, "WHAT: strerror")."""
+    if rc != 0:
+        err = get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 

@@ -263,7 +263,7 @@ def _options(args: argparse.Namespace):
         dns_options=args.dns_option,
         sysctls=args.sysctl,
         shm_size=args.shm_size,
-        network=(args.network[0] if len(args.network) == 1 else list(args.network)) if args.network else None,
+        network=list(args.network) if args.network else None,
         publish=args.publish,
         publish_all=args.publish_all,
         expose=args.expose,

@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class ShortNameError(InvalidReference):
 
 
 #: (short name, candidates) -> the candidate picked, or None; see :func:`terminal_choice`
-Chooser = Any
+Chooser = Callable[[str, list[Reference]], Reference | None]
 
 
 def terminal_choice(name: str, candidates: list[Reference]) -> Reference | None:
@@ -155,8 +156,6 @@ class RegistriesConf:
     search_origin: str = ""
     credential_helpers: list[str] | None = None
     sources: list[Path] = field(default_factory=list)
-    #: short names resolved by a choice (:meth:`resolve`'s ``choose``) -> the reference chosen
-    picked: dict[str, Reference] = field(default_factory=dict)
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -194,8 +193,8 @@ class RegistriesConf:
         A qualified name is itself (normalised). A short name's alias wins; otherwise each
         unqualified-search registry in order, or docker.io (with ``library/``) when none is set.
         With several registries and short-name-mode enforcing or permissive, ``choose`` (e.g.
-        :func:`terminal_choice`) may pick one: the answer is the only candidate, and is in
-        :attr:`picked` until the caller records it (:func:`record_alias`) once it pulled.
+        :func:`terminal_choice`) may pick one: the answer is then the only candidate (the caller
+        records it with :func:`record_alias` once it pulled).
         """
         ref = parse(name)
         if ref.domain:
@@ -205,14 +204,13 @@ class RegistriesConf:
             target = aliased[0]
             return [normalize(Reference(target.domain, target.path, ref.tag, ref.digest))]
         search = self.search or ["docker.io"]
-        if choose is not None and len(search) > 1 and self.short_name_mode != "disabled":
-            candidates = []
-            for registry in search:
-                with contextlib.suppress(InvalidReference):
-                    candidates.append(normalize(parse(f"{registry}/{name}")))
-            chosen = choose(ref.path, candidates) if len(candidates) > 1 else None
+        candidates = []
+        for registry in search:
+            with contextlib.suppress(InvalidReference):
+                candidates.append(normalize(parse(f"{registry}/{name}")))
+        if choose is not None and len(candidates) > 1 and self.short_name_mode != "disabled":
+            chosen = choose(ref.path, candidates)
             if chosen is not None:
-                self.picked[ref.path] = chosen
                 return [chosen]
         if self.short_name_mode == "enforcing" and len(search) > 1:
             origin = f" ({self.search_origin})" if self.search_origin else ""
@@ -221,13 +219,7 @@ class RegistriesConf:
                 f"{len(search)} unqualified-search registries are configured{origin}; "
                 "use a fully qualified name"
             )
-        out = []
-        for registry in search:
-            try:
-                out.append(normalize(parse(f"{registry}/{name}")))
-            except InvalidReference:
-                continue
-        return out
+        return candidates
 
     def endpoints(self, ref: Reference | str) -> list[PullSource]:
         """Where to pull ``ref`` from: matching mirrors in order, then the primary location.

@@ -269,7 +269,7 @@ def _extract(
                     name = new + name[len(old) :]
                 if name in ("", "."):
                     continue
-                m.name = name.lstrip("/")
+                m.name = name
                 if m.islnk() and rebase and (m.linkname == old or m.linkname.startswith(old + "/")):
                     m.linkname = new + m.linkname[len(old) :]
             m.name = m.name.lstrip("/")

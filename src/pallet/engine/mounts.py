@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pallet.libc import c_ulong, get_errno
+from pallet.libc import c_ulong, check, get_errno
 from pallet.libc import libc as _libc
 
 MS_RDONLY = 0x1
@@ -20,14 +20,8 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x00020000
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        e = get_errno()
-        raise OSError(e, f"{what}: {os.strerror(e)}")
-
-
 def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    _check(
+    check(
         _libc.mount(
             source.encode(),
             target.encode(),
@@ -49,11 +43,11 @@ def umount(target: str, flags: int = 0, missing_ok: bool = True) -> None:
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
+    check(_libc.setns(fd, nstype), "setns")
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    check(_libc.unshare(flags), "unshare")
 
 
 def is_mountpoint(path: str) -> bool:

@@ -63,11 +63,13 @@ def compose(opts: Any, image_config: dict[str, Any]) -> dict[str, Any]:
     ``PublishAllPorts`` (docker's HostConfig), ``ExposedPorts`` (docker's Config).
     """
     value = opts.network or BRIDGE
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
     mode = _plain_mode(value) if isinstance(value, str) else None
     if mode is None:
         from pallet.network import parse_network_mode
 
-        mode = parse_network_mode(opts.network or BRIDGE)
+        mode = parse_network_mode(value)
     aliases = list(getattr(opts, "network_aliases", None) or [])
     ip = getattr(opts, "ip", None)
     mac = getattr(opts, "mac_address", None)
@@ -785,22 +787,23 @@ def reconcile(ctx: Context) -> Any:
         return c is None or c.status in _NOT_RUNNING
 
     d = netns_dir(ctx)
-    pins = [n for n in os.listdir(d) if not n.startswith(".")] if d.is_dir() else []
-    candidates = {rec["id"] for rec in store.all_containers(ctx)} | set(pins)
+    pins = {n for n in os.listdir(d) if not n.startswith(".")} if d.is_dir() else set()
+    records = {rec["id"] for rec in store.all_containers(ctx)}
     # reconciling the rows first settles starts whose command died (back to created/exited);
     # that may release storage and pins itself, so it runs outside the pin lock
-    for cid in candidates:
+    for cid in records | pins:
         with contextlib.suppress(Exception):
             containers.get(cid, ctx)
     with _pin_lock(ctx):
-        for rec in store.all_containers(ctx):
-            if rec["id"] in candidates and stale(rec["id"]):
+        for cid in records | pins:
+            if not stale(cid):
+                continue
+            if cid in records:  # (teardown is a no-op for a record released meanwhile)
                 with contextlib.suppress(Exception):
-                    network.teardown(rec["id"], ctx=ctx)
-        for name in pins:
-            if stale(name):
+                    network.teardown(cid, ctx=ctx)
+            if cid in pins:
                 with contextlib.suppress(Exception):
-                    netns.remove(d / name)
+                    netns.remove(d / cid)
         if d.is_dir():
             netns.release_dir(d)
     return network.cleanup(ctx)

@@ -83,7 +83,7 @@ class CreateOptions:
     dns_options: list[str] = field(default_factory=list)
     sysctls: list[str] = field(default_factory=list)
     shm_size: str | int | None = None
-    #: one --network value, or each of several as given (podman's NAME:opts hold commas)
+    #: the --network values as given (a list: podman's NAME:opts hold commas), or one string
     network: str | list[str] | None = None
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False

@@ -145,8 +145,17 @@ def pull(
     progress = progress or Progress()
     want = Platform.parse(platform) if isinstance(platform, str) else platform
     conf = registries.load(ctx)
-    # an ambiguous short name is asked about on a terminal, as podman does
-    candidates = conf.resolve(name, choose=registries.terminal_choice)
+    # an ambiguous short name is asked about on a terminal, as podman does; the answer stands
+    # (as an alias) once it pulled
+    picked: dict[str, Reference] = {}
+
+    def choose(short: str, options: list[Reference]) -> Reference | None:
+        chosen = registries.terminal_choice(short, options)
+        if chosen is not None:
+            picked[short] = chosen
+        return chosen
+
+    candidates = conf.resolve(name, choose=choose)
     pol = policy.load()
     failures: list[str] = []
     for ref in candidates:
@@ -160,7 +169,7 @@ def pull(
                 with _client(source, ctx, creds, transport) as client:
                     resolution = client.resolve_image(source.repository, source.reference.object, want)
                     result = _fetch(client, source, ref, resolution, ctx, progress, unpack, want)
-                    for short, chosen in conf.picked.items():  # the answer stands from now on
+                    for short, chosen in picked.items():
                         registries.record_alias(short, chosen)
                     return result
             except NotFoundError as e:

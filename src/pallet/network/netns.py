@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pallet.errors import NetworkError
-from pallet.libc import get_errno
+from pallet.libc import check, get_errno
 from pallet.libc import libc as _libc
 
 CLONE_NEWNET = 0x40000000
@@ -25,14 +25,8 @@ MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def setns(fd: int) -> None:
-    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+    check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
 @contextlib.contextmanager
@@ -82,9 +76,9 @@ def create(path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         try:
-            _check(
+            check(
                 _libc.mount(b"/proc/thread-self/ns/net", os.fsencode(path), None, MS_BIND, None),
                 f"bind mount on {path}",
             )
@@ -128,7 +122,7 @@ def ensure_shared_dir(path: str | os.PathLike[str]) -> Path:
         if err != errno.EINVAL or made:
             raise NetworkError(f"cannot make {path} a shared mount: {os.strerror(err)}")
         # not a mount point yet: bind it onto itself first
-        _check(_libc.mount(target, target, None, MS_BIND | MS_REC, None), f"bind mount on {path}")
+        check(_libc.mount(target, target, None, MS_BIND | MS_REC, None), f"bind mount on {path}")
         made = True
     return path
 

@@ -342,23 +342,7 @@ def _pax_sparse(e: Entry, ext: dict[bytes, bytes], feed: Feed) -> None:
                 version = "1." + minor.decode(errors="replace")
                 raise TarFormatError(f"entry {e.display!r}: unknown sparse format {version}")
             realsize = int(ext[b"GNU.sparse.realsize"])
-            lines: list[bytes] = []
-            used = 0
-            buf = b""
-            while True:
-                block = feed.take(512)
-                if len(block) < 512:
-                    raise TarFormatError("tar stream ends inside a sparse map")
-                used += 512
-                buf += block
-                lines = buf.split(b"\n")
-                if len(lines) > 1 and lines[0] and len(lines) - 1 >= 1 + 2 * int(lines[0]):
-                    break
-                if used > 64 << 20:
-                    raise TarFormatError(f"entry {e.display!r}: sparse map too large")
-            count = int(lines[0])
-            numbers = [int(x) for x in lines[1:1 + 2 * count]]
-            e.size -= used
+            numbers = _read_v1_map(e, feed)
         elif b"GNU.sparse.map" in ext:
             realsize = int(ext[b"GNU.sparse.size"])
             raw = ext[b"GNU.sparse.map"]
@@ -373,9 +357,29 @@ def _pax_sparse(e: Entry, ext: dict[bytes, bytes], feed: Feed) -> None:
             numbers = [v for pair in zip(offs, lens, strict=True) for v in pair]
     except (KeyError, ValueError):
         raise TarFormatError(f"entry {e.display!r}: malformed sparse headers") from None
-    if e.size < 0:
-        raise TarFormatError(f"entry {e.display!r}: its sparse map is larger than the member")
     _check_sparse(e, _sparse_pairs(numbers, e), realsize)
+
+
+def _read_v1_map(e: Entry, feed: Feed) -> list[int]:
+    """Format 1.0's map: decimal lines (the region count, then offset and length of each) at the
+    start of the member's data, padded to a block; read a block at a time within the member."""
+    blocks: list[bytes] = []
+    newlines, need = 0, -1
+    while need < 0 or newlines < need:
+        if 512 * (len(blocks) + 1) > e.size:
+            raise TarFormatError(f"entry {e.display!r}: its sparse map is larger than the member")
+        block = feed.take(512)
+        if len(block) < 512:
+            raise TarFormatError("tar stream ends inside a sparse map")
+        blocks.append(block)
+        newlines += block.count(b"\n")
+        if need < 0 and newlines:
+            count = int(b"".join(blocks).split(b"\n", 1)[0])
+            if count < 0:
+                raise ValueError(count)
+            need = 1 + 2 * count  # the count's line, then two per region
+    e.size -= 512 * len(blocks)
+    return [int(x) for x in b"".join(blocks).split(b"\n")[1:need]]
 
 
 def _apply_pax(e: Entry, ext: dict[bytes, bytes]) -> None:
