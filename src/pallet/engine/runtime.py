@@ -27,29 +27,33 @@ KNOWN_RUNTIMES = {
 
 
 def _which(name: str) -> str | None:
-    """``name`` on $PATH; pallet-runtime also beside this interpreter (a venv used without
-    activating it: ``~/.venv/bin/pallet run`` finds ``~/.venv/bin/pallet-runtime``)."""
-    import shutil
-
-    found = shutil.which(name)
-    if found is None and name == "pallet-runtime":
+    """``name``'s executable. pallet-runtime: this installation's own first, the one beside this
+    interpreter (a venv used without activating it: ``~/.venv/bin/pallet run`` finds
+    ``~/.venv/bin/pallet-runtime``; it is the code the monitor can fork instead of executing),
+    then $PATH's; any other runtime: $PATH's."""
+    if name == "pallet-runtime":
         import sys
 
         beside = os.path.join(os.path.dirname(sys.executable), name)
         if os.access(beside, os.X_OK):
             return beside
-    return found
+    import shutil
+
+    return shutil.which(name)
 
 
 def default_runtime_name() -> str:
-    """pallet-runtime when it is on PATH, else runc."""
+    """pallet-runtime when it is installed, else runc."""
     return "pallet-runtime" if _which("pallet-runtime") else "runc"
 
 
 def resolve(name: str | None) -> tuple[str, str]:
     """(name, absolute path) of a runtime; a clear error when it is not installed."""
     if not name:
-        name = default_runtime_name()
+        own = _which("pallet-runtime")
+        if own is not None:
+            return "pallet-runtime", own
+        name = "runc"
     if os.path.isabs(name):
         if not os.access(name, os.X_OK):
             raise RuntimeNotFound(f"OCI runtime {name} is not an executable file")

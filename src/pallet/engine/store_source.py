@@ -136,9 +136,10 @@ class StoreImageSource:
             layers.container_layer(container_id)
         except (NotFound, StorageError):
             layers.create_container_layer(container_id, self._top_layer(image.id))
-        path = layers.container_mount_path(container_id)
-        if path is not None:
-            return str(path)
+        else:  # a layer made earlier may be mounted already
+            path = layers.container_mount_path(container_id)
+            if path is not None:
+                return str(path)
         return str(layers.mount_container(container_id, volatile=volatile))
 
     def _top_layer(self, image_id: str) -> str | None:

@@ -156,16 +156,23 @@ def _lib() -> Any:
     return lib
 
 
+_VERSION: str | None = None  # the loaded library's: it cannot change in a process
+
+
 def libseccomp_version() -> str:
     """libseccomp's version, without the full ctypes setup of :func:`_lib` (the compile cache
     asks on every container start): dlopen plus one call through the runtime's small FFI."""
+    global _VERSION
+    if _VERSION is not None:
+        return _VERSION
     import _ctypes
 
     from pallet.runtime import syscalls as sc
 
     if _LIB is not None:
         v = _LIB.seccomp_version().contents
-        return f"{v.major}.{v.minor}.{v.micro}"
+        _VERSION = f"{v.major}.{v.minor}.{v.micro}"
+        return _VERSION
 
     class Version(_ctypes.Structure):
         _fields_ = [("major", sc.c_uint), ("minor", sc.c_uint), ("micro", sc.c_uint)]
@@ -181,7 +188,8 @@ def libseccomp_version() -> str:
             raise SeccompError(f"seccomp: cannot load libseccomp.so.2 (install libseccomp2): {e}") from None
 
     v = VersionFunc(("seccomp_version", Lib))().contents
-    return f"{v.major}.{v.minor}.{v.micro}"
+    _VERSION = f"{v.major}.{v.minor}.{v.micro}"
+    return _VERSION
 
 
 def _arch_token(lib: Any, name: str, where: str) -> int:
@@ -329,19 +337,32 @@ def compile_profile(profile: dict[str, Any], *, strict: bool = False, enosys_stu
 _CACHE_FORMAT = b"pallet-seccomp-1"
 
 
+_sha256: Any = None
+
+
+def sha256_impl() -> Any:
+    """The bare C SHA-256: hashlib would first load OpenSSL (~3 ms). Looked up once (a module
+    that is not there is searched for again on every import; a preloaded runtime asks early)."""
+    global _sha256
+    if _sha256 is None:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
+        except ImportError:
+            try:
+                from _sha256 import sha256  # type: ignore[import-not-found,no-redef]
+            except ImportError:
+                from hashlib import sha256
+        _sha256 = sha256
+    return _sha256
+
+
 def _cached_compile(profile: dict[str, Any], strict: bool, enosys_stub: bool, cache_dir: str) -> Filter:
     """Docker's profile is the same for every container an engine starts: a hit costs a hash of
     the profile, one small file and libseccomp's version (~1 ms; no ``json``, which pulls in
     ``re``, and no ctypes set-up), where compiling costs ~15 ms."""
     from pallet.runtime import jsonio
 
-    try:  # the bare C module: hashlib would first load OpenSSL (~3 ms)
-        from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
-    except ImportError:
-        try:
-            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]
-        except ImportError:
-            from hashlib import sha256
+    sha256 = sha256_impl()
     try:
         canon = jsonio.dumps(profile, sort_keys=True).encode()
     except (TypeError, ValueError):

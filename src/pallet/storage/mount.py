@@ -208,11 +208,23 @@ def _mountinfo() -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def mountpoints_using(path: str | os.PathLike[str]) -> list[str]:
+def in_use(path: str | os.PathLike[str], data: str | os.PathLike[str]) -> bool:
+    """Is anything mounted at or below ``path``, or does a mount use ``data`` (see
+    :func:`mountpoints_using`)? One read of mountinfo for both questions."""
+    infos = _mountinfo()
+    base = os.path.realpath(path)
+    inside = base.rstrip("/") + "/"
+    return any(mp == base or mp.startswith(inside) for _d, _r, mp, _t, _o in infos) or bool(
+        mountpoints_using(data, infos))
+
+
+def mountpoints_using(path: str | os.PathLike[str],
+                      infos: list[tuple[str, str, str, str, str]] | None = None) -> list[str]:
     """Mount points whose filesystem comes from ``path`` or below: bind mounts of it, and
     overlays with it as upper, work or lower directory. (FUSE mounts do not say; not seen.)"""
     real = os.path.realpath(path)
-    infos = _mountinfo()
+    if infos is None:
+        infos = _mountinfo()
     inside = real.rstrip("/") + "/"
     # the filesystem holding ``path``: the mount with the longest mount point prefix
     best = None
