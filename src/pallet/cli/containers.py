@@ -103,22 +103,6 @@ def parse_detach_keys(text: str | None) -> bytes | None:
     return bytes(out)
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse builds a formatter per add_argument (to check metavars), and each one asks the
-    terminal for its size: ask once (``run`` has ~70 options and is benchmarked)."""
-
-    _width: int | None = None
-
-    def __init__(self, prog: str, **kw: Any) -> None:
-        if _Formatter._width is None:
-            try:
-                _Formatter._width = max(40, os.get_terminal_size(sys.stdout.fileno()).columns - 2)
-            except (OSError, ValueError):
-                _Formatter._width = 78
-        kw.setdefault("width", _Formatter._width)
-        super().__init__(prog, **kw)
-
-
 class _Help(argparse.Action):
     def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
         super().__init__(option_strings, dest=dest, nargs=0, help="show this help message and exit")
@@ -1007,9 +991,7 @@ _HELP = {
 
 def _add_verb(sub: Any, verb: str, *, aliases: tuple[str, ...] = ()) -> None:
     if verb in ("run", "create"):
-        p = sub.add_parser(
-            verb, help=_HELP[verb], aliases=list(aliases), add_help=False, formatter_class=_Formatter
-        )
+        p = sub.add_parser(verb, help=_HELP[verb], aliases=list(aliases), add_help=False)
         _add_create_flags(p, verb == "run")
         p.set_defaults(func=cmd_run if verb == "run" else cmd_create)
         return

@@ -209,11 +209,16 @@ def create(
     rt_name, rt_path = rt.resolve(opts.runtime or ctx.runtime)
     if opts.init and not find_init():
         raise UsageError("--init needs an init binary on the host: install catatonit or tini")
-    # every flag is checked before anything is pulled (compose is pure and takes microseconds; it
-    # runs again below with the image's config)
-    spec.compose(_ANY_IMAGE, command, opts, container_id="0" * 64, image_name=image)
     src = image_source(ctx)
-    img = src.resolve(image, opts.pull, opts.platform)
+    img = None
+    if opts.pull == "missing":  # the image is here (the usual case): compose once, below
+        with contextlib.suppress(NoSuchImage):
+            img = src.resolve(image, "never", opts.platform)
+    if img is None:
+        # every flag is checked before anything is pulled (compose is pure: it runs again below
+        # with the image's config)
+        spec.compose(_ANY_IMAGE, command, opts, container_id="0" * 64, image_name=image)
+        img = src.resolve(image, opts.pull, opts.platform)
     platform = spec.check_platform(img.config, opts.platform)
     cid = os.urandom(32).hex()
     composed = spec.compose(img.config, command, opts, container_id=cid, image_name=image)
