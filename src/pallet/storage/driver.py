@@ -256,7 +256,7 @@ class Driver(ABC):
                 raise StorageError(f"{self.name}: cannot remove {key!r}: {len(children)} snapshot(s) "
                                    f"depend on it (e.g. {children[0]!r})")
             d = self.dir_of(key)
-            if in_use(d, self.data_dir(key)):
+            if in_use(d, self.data_dir(key), lowers=info.kind == Kind.COMMITTED):
                 raise StorageError(f"{self.name}: cannot remove {key!r}: it is mounted")
             trash = self._tmp / f"trash-{os.urandom(16).hex()}"
             os.rename(d, trash)

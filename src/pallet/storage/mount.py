@@ -208,20 +208,25 @@ def _mountinfo() -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def in_use(path: str | os.PathLike[str], data: str | os.PathLike[str]) -> bool:
+def in_use(path: str | os.PathLike[str], data: str | os.PathLike[str], lowers: bool = True) -> bool:
     """Is anything mounted at or below ``path``, or does a mount use ``data`` (see
     :func:`mountpoints_using`)? One read of mountinfo for both questions."""
     infos = _mountinfo()
     base = os.path.realpath(path)
     inside = base.rstrip("/") + "/"
     return any(mp == base or mp.startswith(inside) for _d, _r, mp, _t, _o in infos) or bool(
-        mountpoints_using(data, infos))
+        mountpoints_using(data, infos, lowers))
 
 
 def mountpoints_using(path: str | os.PathLike[str],
-                      infos: list[tuple[str, str, str, str, str]] | None = None) -> list[str]:
+                      infos: list[tuple[str, str, str, str, str]] | None = None,
+                      lowers: bool = True) -> list[str]:
     """Mount points whose filesystem comes from ``path`` or below: bind mounts of it, and
-    overlays with it as upper, work or lower directory. (FUSE mounts do not say; not seen.)"""
+    overlays with it as upper, work or lower directory. (FUSE mounts do not say; not seen.)
+
+    ``lowers=False``: not as a lower directory (a writable snapshot never is one: the drivers
+    stack committed snapshots only), which spares resolving every lower directory of every
+    overlay on the host (each a symlink: a path walk apiece, per running container)."""
     real = os.path.realpath(path)
     if infos is None:
         infos = _mountinfo()
@@ -252,7 +257,7 @@ def mountpoints_using(path: str | os.PathLike[str],
         if fstype == "overlay":
             for o in opts.split(","):
                 key, _, value = o.partition("=")
-                if key in ("upperdir", "workdir", "lowerdir"):
+                if key in ("upperdir", "workdir") or (lowers and key == "lowerdir"):
                     for v in value.split(":"):
                         rv = resolved.get(v)
                         if rv is None:
