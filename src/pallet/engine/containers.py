@@ -648,15 +648,21 @@ def finish_attached(
             monitor_pid=me,
             monitor_start=proc_start_time(me),
         )
+        from pallet.engine import attach as proto
+
+        if sock is not None and took:
+            # the removal is ours from here (if we die, the next command finishes it: the row says
+            # "removing"): the monitor may exit as soon as its runtime delete is done
+            with contextlib.suppress(OSError):
+                sock.sendall(proto.frame(proto.DONE))
         if took:
             _remove_storage(ctx, container_id, remove_volumes=not monitor_deletes,
                             delete_row=not monitor_deletes, runtime=not monitor_deletes)
         trace("cli: removed")
         if sock is not None:
-            from pallet.engine import attach as proto
-
             with contextlib.suppress(OSError):
-                sock.sendall(proto.frame(proto.DONE))
+                if not took:
+                    sock.sendall(proto.frame(proto.DONE))
                 sock.settimeout(30)
                 while sock.recv(4096):
                     pass
