@@ -275,16 +275,15 @@ def _preload_runtime() -> None:
     """What a forked pallet-runtime imports for ``run --detach`` and ``delete``, including what it
     imports on first use (cgroups, namespaces, seccomp ...: ~3 ms more in the container's
     start), and what the monitor needs to call it (~8 ms here, off the CLI's path; 1.5 MB)."""
-    with contextlib.suppress(ImportError):
+    with contextlib.suppress(Exception):  # best effort: the runtime reports what fails itself
         from pallet.engine import runtime  # noqa: F401
         from pallet.runtime import cli, namespaces, process, rootfs, seccomp  # noqa: F401
         from pallet.runtime.cgroups import _layout, common, devices, v1, v2  # noqa: F401
         from pallet.runtime.lifecycle import create, delete, run, start  # noqa: F401
 
         seccomp.sha256_impl()
-        with contextlib.suppress(Exception):  # the runtime reports these itself if they fail
-            seccomp.libseccomp_version()  # dlopen: the seccomp compile cache's key
-            _layout.layout()  # the host's cgroup mounts, read once for the container's life
+        seccomp.libseccomp_version()  # dlopen: the seccomp compile cache's key
+        _layout.layout()  # the host's cgroup mounts, read once for the container's life
 
 
 def discard_preforked() -> None:
