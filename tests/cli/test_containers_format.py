@@ -128,7 +128,7 @@ def test_run_help_lists_docker_flags(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_global_runtime_flag_is_not_shadowed_by_runs_own() -> None:
-    from pallet.cli.main import build_parser
+    from pallet.cli.parser import build_parser
 
     args = build_parser(["run"]).parse_args(["--runtime", "crun", "run", "img"])
     assert args.runtime == "crun" and args.container_runtime is None

@@ -10,7 +10,7 @@ import pytest
 from tests.storage.conftest import make_store, needs_root, unmount_all
 from tests.storage.test_refimage import sources
 
-from pallet.cli.main import Parser
+from pallet.cli.parser import Parser
 from pallet.cli.storage import register_image_mount, register_system_df
 from pallet.context import Context
 from pallet.errors import PalletError, UsageError

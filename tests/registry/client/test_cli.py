@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pallet.cli.main import Parser, main
+from pallet.cli.main import main
+from pallet.cli.parser import Parser
 from pallet.cli.remote import register_image_tags
 from pallet.config.auth import Credentials
 from pallet.context import Context
