@@ -26,7 +26,7 @@ from pallet.engine.errors import ContainerRunning, ContainerStateError, NoSuchCo
 from pallet.engine.options import DEFAULT_STOP_TIMEOUT, CreateOptions, parse_bytes, signal_number
 from pallet.engine.procs import alive, proc_start_time, trace
 from pallet.engine.state import ACTIVE, Container, State, now_rfc3339, state_for
-from pallet.errors import EngineError, PalletError, UsageError
+from pallet.errors import EngineError, NotFound, PalletError, UsageError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def create(
     src = image_source(ctx)
     img = None
     if opts.pull == "missing":  # the image is here (the usual case): compose once, below
-        with contextlib.suppress(NoSuchImage):
+        with contextlib.suppress(NotFound):
             img = src.resolve(image, "never", opts.platform)
     if img is None:
         # every flag is checked before anything is pulled (compose is pure: it runs again below

@@ -739,8 +739,7 @@ class LayerStore:
         with file_lock(base / "lock", what=f"mount {base.name}"):
             count = _read_count(base / "count") - 1
             if force or count <= 0:
-                if is_mountpoint(target):
-                    unmount(target)
+                unmount(target)  # (not mounted is fine: no mountinfo to read first)
                 with contextlib.suppress(FileNotFoundError):
                     (base / "count").unlink()
                 with contextlib.suppress(OSError):

@@ -183,14 +183,19 @@ def unmount(target: str | os.PathLike[str], *, detach: bool = False, retries: in
             raise MountError(f"cannot unmount {target}: {err.strerror}") from None
 
 
-def mountpoints_under(path: str | os.PathLike[str]) -> list[str]:
-    """Mount points at or below ``path`` (from /proc/self/mountinfo, unescaped)."""
+def mountpoints_under(path: str | os.PathLike[str],
+                      infos: list[tuple[str, str, str, str, str]] | None = None) -> list[str]:
+    """Mount points at or below ``path`` (from /proc/self/mountinfo, unescaped; or from ``infos``,
+    :func:`_mountinfo`'s, already read)."""
     base = os.path.realpath(path)
+    inside = base.rstrip("/") + "/"
+    if infos is not None:
+        return [mp for _dev, _root, mp, _fstype, _opts in infos if mp == base or mp.startswith(inside)]
     out = []
     with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             mp = _unescape(line.split(b" ", 5)[4])
-            if mp == base or mp.startswith(base.rstrip("/") + "/"):
+            if mp == base or mp.startswith(inside):
                 out.append(mp)
     return out
 
@@ -212,10 +217,7 @@ def in_use(path: str | os.PathLike[str], data: str | os.PathLike[str], lowers: b
     """Is anything mounted at or below ``path``, or does a mount use ``data`` (see
     :func:`mountpoints_using`)? One read of mountinfo for both questions."""
     infos = _mountinfo()
-    base = os.path.realpath(path)
-    inside = base.rstrip("/") + "/"
-    return any(mp == base or mp.startswith(inside) for _d, _r, mp, _t, _o in infos) or bool(
-        mountpoints_using(data, infos, lowers))
+    return bool(mountpoints_under(path, infos) or mountpoints_using(data, infos, lowers))
 
 
 def mountpoints_using(path: str | os.PathLike[str],

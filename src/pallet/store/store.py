@@ -327,33 +327,38 @@ class Store:
         it survives a killed process, and the next durable commit or checkpoint flushes it; a
         power cut may lose it). For the engine's holds, which mirror its container rows, kept
         with that same durability (every ``run --rm`` writes two)."""
-        with self._lock:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock, self._synchronous(durable):
             try:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as e:
-                    raise StoreError(
-                        f"image index {self.root / 'index.db'} is busy or unusable: {e}") from None
-                try:
-                    yield self._db
-                except BaseException as e:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                    if isinstance(e, sqlite3.Error):  # disk full, I/O error, corrupted file ...
-                        raise StoreError(f"image index {self.root / 'index.db'}: {e}") from None
-                    raise
-                try:
-                    self._db.execute("COMMIT")
-                except sqlite3.Error as e:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise StoreError(f"image index {self.root / 'index.db'} is busy or unusable: {e}") from None
+            try:
+                yield self._db
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):  # disk full, I/O error, corrupted file ...
                     raise StoreError(f"image index {self.root / 'index.db'}: {e}") from None
-            finally:
-                if not durable:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("PRAGMA synchronous=FULL")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"image index {self.root / 'index.db'}: {e}") from None
+
+    @contextlib.contextmanager
+    def _synchronous(self, durable: bool) -> Iterator[None]:
+        """The connection's ``synchronous=FULL``, or NORMAL for the duration (see :meth:`_tx`)."""
+        if durable:
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA synchronous=FULL")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
