@@ -34,13 +34,14 @@ import time
 
 from pallet.engine import attach as proto
 from pallet.engine import cgroups
-from pallet.engine.logs import LogWriter
 from pallet.engine.procs import alive, now_rfc3339, proc_start_time, trace
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from pallet.engine.logs import LogWriter
 
 PR_SET_CHILD_SUBREAPER = 36
 _BACKPRESSURE = 4 << 20
@@ -508,11 +509,11 @@ class Monitor:
         self.wake_w.setblocking(False)
         self.reload = False
         self._state = None
-        self.log = (
-            LogWriter(cfg.log_path, cfg.log_driver, cfg.log_max_size, cfg.log_max_file)
-            if cfg.log_driver != "none"
-            else None
-        )
+        self.log: LogWriter | None = None
+        if cfg.log_driver != "none":
+            from pallet.engine.logs import LogWriter  # here, not at the top: `pallet run` never needs it
+
+            self.log = LogWriter(cfg.log_path, cfg.log_driver, cfg.log_max_size, cfg.log_max_file)
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
 
     # -- state ----------------------------------------------------------------------------------
