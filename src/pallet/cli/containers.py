@@ -293,7 +293,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     import socket
 
     from pallet.cli.main import gc_on
-    from pallet.engine.monitor import Launch, take_preforked
+    from pallet.engine.launch import Launch, take_preforked
     from pallet.engine.procs import trace
 
     trace("cli: parsed")

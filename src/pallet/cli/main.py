@@ -158,14 +158,14 @@ def end_helpers() -> None:
     networking = sys.modules.get("pallet.engine.networking")
     if networking is not None:
         networking.discard_helpers()
-    monitor = sys.modules.get("pallet.engine.monitor")
-    if monitor is not None:
-        monitor.discard_preforked()
+    launch = sys.modules.get("pallet.engine.launch")
+    if launch is not None:
+        launch.discard_preforked()
 
 
 def _prefork_monitor(argv: list[str]) -> None:
     """``pallet run``: fork the container's monitor, and for a bridge network the network helper,
-    before anything else is imported (see pallet.engine.monitor.Launch and
+    before anything else is imported (see pallet.engine.launch.Launch and
     pallet.engine.networking.Helper). Not for ``--help``. The options are guessed from the raw
     command line (the container's own arguments may fool it: then a helper goes unused, or the
     CLI sets the network up itself, or a monitor imports a runtime it will not call)."""
@@ -186,9 +186,9 @@ def _prefork_monitor(argv: list[str]) -> None:
         from pallet.engine import networking
 
         networking.prefork_helper()  # first: its imports are the longest (~35 ms of pyroute2)
-    from pallet.engine import monitor
+    from pallet.engine import launch
 
-    monitor.prefork(preload=runtime in ("", "pallet-runtime"))
+    launch.prefork(preload=runtime in ("", "pallet-runtime"))
 
 
 def main(argv: list[str] | None = None) -> int:

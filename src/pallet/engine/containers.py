@@ -464,10 +464,10 @@ def start(
 
     ``attach_client``: one end of a socketpair that the monitor treats as an attached client
     from before the container starts (``run`` and ``start -a`` use it to lose no output).
-    ``launch``: a :class:`pallet.engine.monitor.Launch` started earlier (``run`` starts it
+    ``launch``: a :class:`pallet.engine.launch.Launch` started earlier (``run`` starts it
     before ``create`` so the monitor's interpreter boots meanwhile); it is used up either way.
     """
-    from pallet.engine import monitor
+    from pallet.engine.launch import Launch
 
     ctx = _ctx(ctx)
     st = _state(ctx)
@@ -498,7 +498,7 @@ def start(
     previous = c.status
     try:
         if launch is None:
-            launch = monitor.Launch(attach_client)  # boots while we prepare
+            launch = Launch(attach_client)  # boots while we prepare
         bundle = _prepare(ctx, c, console_size)
         trace("prepared")
         # `run --rm` (attached: this process removes it): what removal imports, while it starts
@@ -573,7 +573,7 @@ def run(
     Returns the container and its exit status (None when detached, by -d or the detach keys).
     """
     from pallet.engine import attach as proto
-    from pallet.engine import monitor
+    from pallet.engine.launch import Launch
 
     ctx = _ctx(ctx)
     opts = options or CreateOptions()
@@ -583,7 +583,7 @@ def run(
         theirs = None
         if not detach:
             ours, theirs = socket.socketpair()
-        launch = monitor.Launch(theirs)  # the monitor's interpreter boots while we create and prepare
+        launch = Launch(theirs)  # the monitor's interpreter boots while we create and prepare
         if theirs is not None:
             theirs.close()
     try:

@@ -1,9 +1,10 @@
 """The per-container monitor: pallet's conmon.
 
-``start`` launches the monitor as its own small interpreter (``python -S``, double-forked into a
-new session so it outlives the CLI and has no terminal) before the container is even prepared,
-so its start-up overlaps the CLI's work; the CLI then hands it the container over a control
-socket (:class:`Launch`). The monitor:
+``pallet run`` forks the monitor before it imports anything else, and other callers (``start``)
+launch it as its own small interpreter (``python -S``); either way double-forked into a new
+session, so it outlives the CLI and has no terminal, before the container is even prepared, so
+its start-up overlaps the CLI's work. The CLI then hands it the container over a control socket
+(:class:`pallet.engine.launch.Launch`). The monitor:
 
 * is the container's parent: it sets PR_SET_CHILD_SUBREAPER, runs ``RUNTIME run --detach`` and
   so inherits the container's init when the runtime exits;
@@ -38,12 +39,10 @@ from pallet.engine.procs import alive, now_rfc3339, proc_start_time, trace
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
     from pallet.engine.logs import LogWriter
 
-PR_SET_CHILD_SUBREAPER = 36
 _BACKPRESSURE = 4 << 20
 _DRAIN_TIMEOUT = 2.0
 
@@ -139,139 +138,6 @@ class _MonitorState:
         return _Row(row)
 
 
-# -- the CLI side ----------------------------------------------------------------------------------
-
-
-_BOOT = (
-    "import sys,json;sys.path[:0]=json.loads(sys.argv[1]);"
-    "from pallet.engine.monitor import serve;serve(int(sys.argv[2]),int(sys.argv[3]))"
-)
-
-
-class Launch:
-    """A container monitor, started before the container is ready so its interpreter boots while
-    the CLI prepares the container; :meth:`start` hands it the container and waits until it runs.
-
-    The monitor is a fresh ``python -S`` that imports only what it needs (about 11 MB resident
-    instead of a forked CLI's 17), or, for ``pallet run``, a fork made before the CLI imported
-    anything of the engine (:func:`prefork`); either way :func:`_fork_detached` puts it in its
-    own session as a child subreaper.
-    """
-
-    def __init__(
-        self, client: socket.socket | None = None, *, fork_only: bool = False, preload: bool = False
-    ) -> None:
-        """``fork_only``: the monitor is this process, forked (see :func:`prefork`): only for a
-        process that is still lean. ``preload``: the container will most likely run on this
-        installation's pallet-runtime, which the monitor forks rather than executes
-        (:func:`spawn_runtime`): import its modules while the CLI prepares the container."""
-        state = sys.modules.get("pallet.engine.state")
-        if state is not None:
-            state.close_all()  # SQLite connections must not cross fork()
-        self.ctl, theirs = socket.socketpair()
-        self.client_fd = -1  # an attach client handed over with the container (SCM_RIGHTS)
-        if not fork_only:
-            paths = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), *sys.path]
-            argv = [sys.executable, "-S", "-s", "-B", "-c", _BOOT, json.dumps(paths), str(theirs.fileno()),
-                    str(client.fileno() if client is not None else -1)]
-        pid = _fork_detached()
-        if pid == 0:  # pragma: no cover - the monitor-to-be
-            try:
-                if fork_only:
-                    self.ctl.close()
-                    networking = sys.modules.get("pallet.engine.networking")
-                    if networking is not None:
-                        networking.forget_helper()  # `run`'s network helper is the CLI's alone
-                    serve(theirs.detach(), -1, preload=preload)  # never returns
-                os.set_inheritable(theirs.fileno(), True)
-                if client is not None:
-                    os.set_inheritable(client.fileno(), True)
-                os.execv(sys.executable, argv)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    __import__("traceback").print_exc()
-                    sys.stderr.flush()
-            os._exit(127)
-        theirs.close()
-        os.waitpid(pid, 0)
-        trace("monitor forked" if fork_only else "monitor launched")
-
-    def give_client(self, client: socket.socket) -> None:
-        """Hand ``client`` (the attach socket of ``run``) to the monitor with the container."""
-        self.client_fd = os.dup(client.fileno())
-
-    def start(self, cfg: MonitorConfig, meanwhile: Callable[[], object] | None = None) -> dict[str, Any]:
-        """Give the monitor its container; returns {"pid", "monitor_pid"} or {"error", "exit_code"}.
-        ``meanwhile`` is called while the monitor starts it (this process is idle then)."""
-        try:
-            payload = json.dumps(cfg.to_dict()).encode() + b"\n"
-            if self.client_fd >= 0:
-                sent = socket.send_fds(self.ctl, [payload], [self.client_fd])
-                os.close(self.client_fd)
-                self.client_fd = -1
-                payload = payload[sent:]
-            self.ctl.sendall(payload)
-            if meanwhile is not None:
-                meanwhile()
-            chunks = []
-            while True:
-                b = self.ctl.recv(65536)
-                if not b:
-                    break
-                chunks.append(b)
-        except OSError:
-            chunks = []
-        finally:
-            self.close()
-        if not chunks:
-            return {
-                "error": "the container monitor died before the container started; see "
-                f"{os.path.join(cfg.bundle, 'monitor.log')}",
-                "exit_code": 125,
-            }
-        return json.loads(b"".join(chunks))
-
-    def close(self) -> None:
-        """Without a container (create failed), the monitor sees EOF and exits."""
-        self.ctl.close()
-        if self.client_fd >= 0:
-            os.close(self.client_fd)
-            self.client_fd = -1
-
-
-def _fork_detached() -> int:
-    """Fork the monitor-to-be: double-forked into a new session (so it outlives this process and,
-    not being the session's leader, can never acquire a controlling terminal) and marked child
-    subreaper (the container's init, orphaned when ``RUNTIME run --detach`` exits, becomes its
-    child; the flag survives exec). Returns 0 in it, else the intermediate's pid to reap."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid != 0:
-        return pid
-    try:  # pragma: no cover - the forked children
-        os.setsid()
-        if os.fork() != 0:
-            os._exit(0)
-        from pallet.libc import libc
-
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except BaseException:
-        os._exit(127)  # never back into the caller's code in a child
-    return 0
-
-
-_preforked: Launch | None = None
-
-
-def prefork(preload: bool = False) -> None:
-    """Fork ``pallet run``'s monitor now, while the CLI is still lean (no interpreter to start,
-    no modules to import again: it is ready within a millisecond, with about the memory of an
-    exec'd one); :func:`take_preforked` hands it to the run."""
-    global _preforked
-    _preforked = Launch(fork_only=True, preload=preload)
-
-
 def _preload_runtime() -> None:
     """What a forked pallet-runtime imports for ``run --detach`` and ``delete``, including what it
     imports on first use (cgroups, namespaces, seccomp ...: ~3 ms more in the container's
@@ -285,33 +151,6 @@ def _preload_runtime() -> None:
         seccomp.sha256_impl()
         seccomp.libseccomp_version()  # dlopen: the seccomp compile cache's key
         _layout.layout()  # the host's cgroup mounts, read once for the container's life
-
-
-def discard_preforked() -> None:
-    """The command ends without having handed a container to its preforked monitor (``run``
-    failed early): tell the monitor (EOF) and wait until it is gone (its end of the socket closes
-    as it exits), so that no process of the command outlives it."""
-    launch = take_preforked()
-    if launch is None:
-        return
-    try:
-        launch.ctl.shutdown(socket.SHUT_WR)
-        launch.ctl.settimeout(5)
-        launch.ctl.recv(1)
-    except OSError:
-        pass
-    launch.close()
-
-
-def take_preforked() -> Launch | None:
-    global _preforked
-    launch, _preforked = _preforked, None
-    return launch
-
-
-def spawn(cfg: MonitorConfig, client: socket.socket | None = None) -> dict[str, Any]:
-    """Launch a monitor for ``cfg`` and wait until the container runs (or failed to start)."""
-    return Launch(client).start(cfg)
 
 
 # -- the monitor ----------------------------------------------------------------------------------
