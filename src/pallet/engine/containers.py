@@ -420,7 +420,7 @@ def _prepare(ctx: Context, c: Container, console_size: tuple[int, int] | None) -
 
 
 def _monitor_config(ctx: Context, c: Container, bundle: str):
-    from pallet.engine.monitor import MonitorConfig
+    from pallet.engine.launch import MonitorConfig
 
     cfg, hc = c.config["Config"], c.config["HostConfig"]
     runtime = _runtime(ctx, c)

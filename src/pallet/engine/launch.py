@@ -19,9 +19,54 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from pallet.engine.monitor import MonitorConfig
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+class MonitorConfig:
+    """Everything the monitor needs, computed by the CLI (JSON: it crosses into the monitor's
+    own interpreter over its control socket)."""
+
+    FIELDS = (
+        "container_id",
+        "root",
+        "runroot",
+        "bundle",
+        "runtime_name",
+        "runtime_path",
+        "runtime_root",
+        "tty",
+        "open_stdin",
+        "stdin_once",
+        "log_path",
+        "log_driver",
+        "log_max_size",
+        "log_max_file",
+        "restart_name",
+        "restart_max",
+        "restart_count",
+        "auto_remove",
+        "healthcheck",
+        "cgroups_path",
+        "stop_signal",
+        "ctx",
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        kw.setdefault("ctx", {})
+        missing = [f for f in self.FIELDS if f not in kw]
+        if missing:
+            raise TypeError(f"MonitorConfig: missing {', '.join(missing)}")
+        self.__dict__.update({f: kw[f] for f in self.FIELDS})
+
+    def context(self):
+        """The CLI's Context, as the monitor needs it for the storage, state and network."""
+        from pallet.context import Context
+
+        return Context.from_json(self.ctx or {"root": self.root, "runroot": self.runroot})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.FIELDS}
 
 _BOOT = (
     "import sys,json;sys.path[:0]=json.loads(sys.argv[1]);"

@@ -35,62 +35,16 @@ import time
 
 from pallet.engine import attach as proto
 from pallet.engine import cgroups
+from pallet.engine.launch import MonitorConfig
+from pallet.engine.logs import LogWriter
 from pallet.engine.procs import alive, now_rfc3339, proc_start_time, trace
 
 TYPE_CHECKING = False  # typing costs an import on the hot path: annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-    from pallet.engine.logs import LogWriter
-
 _BACKPRESSURE = 4 << 20
 _DRAIN_TIMEOUT = 2.0
-
-
-class MonitorConfig:
-    """Everything the monitor needs, computed by the CLI (JSON: it crosses into the monitor's
-    own interpreter over its control socket)."""
-
-    FIELDS = (
-        "container_id",
-        "root",
-        "runroot",
-        "bundle",
-        "runtime_name",
-        "runtime_path",
-        "runtime_root",
-        "tty",
-        "open_stdin",
-        "stdin_once",
-        "log_path",
-        "log_driver",
-        "log_max_size",
-        "log_max_file",
-        "restart_name",
-        "restart_max",
-        "restart_count",
-        "auto_remove",
-        "healthcheck",
-        "cgroups_path",
-        "stop_signal",
-        "ctx",
-    )
-
-    def __init__(self, **kw: Any) -> None:
-        kw.setdefault("ctx", {})
-        missing = [f for f in self.FIELDS if f not in kw]
-        if missing:
-            raise TypeError(f"MonitorConfig: missing {', '.join(missing)}")
-        self.__dict__.update({f: kw[f] for f in self.FIELDS})
-
-    def context(self):
-        """The CLI's Context, as the monitor needs it for the storage, state and network."""
-        from pallet.context import Context
-
-        return Context.from_json(self.ctx or {"root": self.root, "runroot": self.runroot})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.FIELDS}
 
 
 class _Row:
@@ -348,11 +302,11 @@ class Monitor:
         self.wake_w.setblocking(False)
         self.reload = False
         self._state = None
-        self.log: LogWriter | None = None
-        if cfg.log_driver != "none":
-            from pallet.engine.logs import LogWriter  # here, not at the top: `pallet run` never needs it
-
-            self.log = LogWriter(cfg.log_path, cfg.log_driver, cfg.log_max_size, cfg.log_max_file)
+        self.log = (
+            LogWriter(cfg.log_path, cfg.log_driver, cfg.log_max_size, cfg.log_max_file)
+            if cfg.log_driver != "none"
+            else None
+        )
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
 
     # -- state ----------------------------------------------------------------------------------
