@@ -41,6 +41,39 @@ def test_run_path_imports_nothing_heavy() -> None:
     assert res.returncode == 0, res.stderr
 
 
+def test_run_forks_its_monitor_before_anything_heavy_is_imported() -> None:
+    """What `pallet run` holds when it forks its monitor (pallet.cli.main, pallet.engine.launch):
+    not argparse, not even the monitor's own json and socket, which it imports after the fork."""
+    code = (
+        "import sys\n"
+        "import pallet.cli.main, pallet.engine.launch\n"
+        "bad = [m for m in ('argparse', 'json', 'socket', 'selectors', 're', 'sqlite3', 'pathlib',\n"
+        "                   'pallet.engine.monitor') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    res = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(peers.REPO / "src")})  # -S: as the launcher, no site
+    assert res.returncode == 0, res.stderr
+
+
+def test_run_without_a_bridge_imports_no_shutil_nor_threading() -> None:
+    """shutil (with bz2 and lzma) comes while the container runs, threading not at all; and the
+    CLI never imports the monitor's module (its config lives in pallet.engine.launch)."""
+    modules = ("pallet.cli.main", "pallet.cli.parser", "pallet.cli.containers", "pallet.engine.launch",
+               "pallet.engine.containers", "pallet.engine.store_source", "pallet.store",
+               "pallet.storage.layers", "pallet.storage.overlay", "pallet.engine.users",
+               "pallet.engine.paths")
+    code = (
+        "import sys, importlib\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = [m for m in ('shutil', 'bz2', 'lzma', 'threading', 'pallet.engine.monitor',\n"
+        "                   'pallet.engine.logs') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(peers.REPO))
+    assert res.returncode == 0, res.stderr
+
+
 def test_logging_is_configured_when_first_imported() -> None:
     code = (
         "import sys\n"

@@ -140,6 +140,26 @@ def test_holders_block_removal_unless_forced(store: Store) -> None:
         store.add_holder(img.id, "late")
 
 
+def test_holds_commit_without_their_own_sync_and_leave_the_index_durable(store: Store) -> None:
+    """add_holder/remove_holder relax synchronous for their own transaction only (docs/images.md):
+    the index is FULL again after them, also when the transaction fails."""
+    def level() -> int:
+        return store._db.execute("PRAGMA synchronous").fetchone()[0]
+
+    full = 2
+    img = build_image(store, "held2", names=("localhost/held2:1",))
+    assert level() == full
+    store.add_holder(img.id, "feed" * 16)
+    assert level() == full
+    assert store.holders(img.id) == ("feed" * 16,)
+    with pytest.raises(ImageNotFound):
+        store.add_holder("sha256:" + "9" * 64, "feed" * 16)
+    assert level() == full
+    assert store.remove_holder(img.id, "feed" * 16)
+    assert level() == full
+    assert store.holders(img.id) == ()
+
+
 def test_remove_deletes_only_unshared_blobs(store: Store) -> None:
     base = tar_bytes({"base.txt": b"shared base"})
     a = build_image(store, "a", layers=[base, tar_bytes({"a": b"a"})])
