@@ -88,6 +88,14 @@ def check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper() -> None:
+    """Make orphaned descendants this process's children (a container's init, once the runtime
+    that forked it exits), so that this process can wait for them."""
+    libc.prctl(c_int(PR_SET_CHILD_SUBREAPER), c_ulong(1), c_ulong(0), c_ulong(0), c_ulong(0))
+
 
 def set_process_title(title: str) -> None:
     """Show this process as ``title`` in ps and top (a monitor forked from ``pallet run`` would

@@ -141,9 +141,9 @@ def _failed(log: str, stderr: bytes) -> EngineError:
 
 
 def _subreaper() -> None:
-    from pallet.libc import libc
+    from pallet.libc import set_child_subreaper
 
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    set_child_subreaper()
 
 
 def _wait_exit(pid: int) -> int:

@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
 class MonitorConfig:
     """Everything the monitor needs, computed by the CLI (JSON: it crosses into the monitor's
     own interpreter over its control socket)."""
@@ -68,6 +65,7 @@ class MonitorConfig:
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.FIELDS}
 
+
 _BOOT = (
     "import sys,json;sys.path[:0]=json.loads(sys.argv[1]);"
     "from pallet.engine.monitor import serve;serve(int(sys.argv[2]),int(sys.argv[3]))"
@@ -80,7 +78,7 @@ class Launch:
 
     The monitor is a fresh ``python -S`` that imports only what it needs (about 11 MB resident
     instead of a forked CLI's 17), or, for ``pallet run``, a fork made before the CLI imported
-    anything of the engine (:func:`prefork`); either way :func:`_fork_detached` puts it in its
+    anything but this module (:func:`prefork`); either way :func:`_fork_detached` puts it in its
     own session as a child subreaper.
     """
 
@@ -205,9 +203,9 @@ def _fork_detached() -> int:
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
-        from pallet.libc import libc
+        from pallet.libc import set_child_subreaper
 
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        set_child_subreaper()
     except BaseException:
         os._exit(127)  # never back into the caller's code in a child
     return 0
@@ -246,8 +244,3 @@ def take_preforked() -> Launch | None:
     global _preforked
     launch, _preforked = _preforked, None
     return launch
-
-
-def spawn(cfg: MonitorConfig, client: socket.socket | None = None) -> dict[str, Any]:
-    """Launch a monitor for ``cfg`` and wait until the container runs (or failed to start)."""
-    return Launch(client).start(cfg)

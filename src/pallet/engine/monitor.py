@@ -16,7 +16,8 @@ its start-up overlaps the CLI's work. The CLI then hands it the container over a
   runs healthchecks on their interval, and removes ``--rm`` containers.
 
 It imports a handful of standard modules and none of the CLI's (argparse, logging, dataclasses,
-the store), to keep its resident memory small: about 11 MB RSS, 5 MB of it private.
+the store), to keep its resident memory small: about 12 MB RSS, 7 MB PSS, most of it the
+interpreter and the runtime's modules it preloads (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -98,13 +99,14 @@ def _preload_runtime() -> None:
     start), and what the monitor needs to call it (~8 ms here, off the CLI's path; 1.5 MB)."""
     with contextlib.suppress(Exception):  # best effort: the runtime reports what fails itself
         from pallet.engine import runtime  # noqa: F401
+        from pallet.runtime import cgroups as runtime_cgroups
         from pallet.runtime import cli, namespaces, process, rootfs, seccomp  # noqa: F401
-        from pallet.runtime.cgroups import _layout, common, devices, v1, v2  # noqa: F401
+        from pallet.runtime.cgroups import common, devices, v1, v2  # noqa: F401
         from pallet.runtime.lifecycle import create, delete, run, start  # noqa: F401
 
         seccomp.sha256_impl()
         seccomp.libseccomp_version()  # dlopen: the seccomp compile cache's key
-        _layout.layout()  # the host's cgroup mounts, read once for the container's life
+        runtime_cgroups.controllers_available()  # reads the cgroup layout, kept for the container's life
 
 
 # -- the monitor ----------------------------------------------------------------------------------
