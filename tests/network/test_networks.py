@@ -122,6 +122,8 @@ def test_parse_network_mode():
         ("a:ip=10.0.0.1,ip=10.0.0.2", "given twice"),
         (["a:ip=10.0.0.1", "a:alias=z"], "given twice"),
         (["a:ip=10.0.0.1", "host"], "cannot be combined"),
+        ("none:ip=10.0.0.1", "takes no options"),
+        ("host:alias=x", "takes no options"),
     ):
         with pytest.raises(InvalidNetworkConfig, match=match):
             network.parse_network_mode(bad)

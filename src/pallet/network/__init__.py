@@ -445,6 +445,8 @@ def parse_network_mode(values: list[str] | str | None) -> NetworkMode:
         if len(names) > 1:
             raise InvalidNetworkConfig(f"--network {special[0]} cannot be combined with other networks")
         mode = special[0]
+        if mode in options:  # none:ip=...: there is no network to set an address or alias on
+            raise InvalidNetworkConfig(f"--network {mode}: takes no options (ip, mac, alias, interface_name)")
         if mode.startswith("container:"):
             target = mode.split(":", 1)[1]
             if not target:
